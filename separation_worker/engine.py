@@ -1,0 +1,148 @@
+"""The separation engine: the ensemble's models, loaded once and kept warm, run over a song.
+
+vocals = weighted average of each model's vocal estimate; instrumental = mix - vocals,
+so the two stems add back up to the input exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .inference.chunking import run_chunked
+from .inference.device import RunConfig, run_config
+from .models import loader
+from .models.zoo import Ensemble, ModelSpec, parse_ensemble
+
+log = logging.getLogger(__name__)
+
+# (model index, model name, fraction of that model's chunks done)
+ModelProgress = Callable[[int, str, float], None]
+
+
+@dataclass
+class EnsembleOutput:
+    vocals: np.ndarray  # (2, n) float32
+    instrumental: np.ndarray
+    per_model_vocals: dict[str, np.ndarray]
+    seconds_per_model: dict[str, float] = field(default_factory=dict)
+
+
+class SeparationEngine:
+    def __init__(self, ensemble: Ensemble, model_dir: Path, run: RunConfig):
+        self.ensemble = ensemble
+        self.model_dir = Path(model_dir)
+        self.run = run
+        self._models: list[loader.LoadedModel] = []
+
+    @classmethod
+    def from_settings(cls, settings, device: str | None = None) -> "SeparationEngine":
+        run = run_config(device or settings.device, settings.batch_size, settings.compile)
+        return cls(parse_ensemble(settings.ensemble), settings.model_dir, run)
+
+    @property
+    def loaded(self) -> bool:
+        return len(self._models) == len(self.ensemble.members)
+
+    def load(self, allow_download: bool = True, on_download: Callable[[ModelSpec], None] | None = None) -> None:
+        """Load every model (downloading what is missing); a no-op once loaded."""
+        if self.loaded:
+            return
+        if self.run.compile:
+            # Keep compiled kernels next to the models so a restart reuses them.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.model_dir / "torchinductor"))
+        for spec in self.ensemble.members:
+            model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download)
+            if self.run.device.type == "cuda":
+                _allow_flash_attention(model.module)
+            if self.run.compile and model.family in loader.ROFORMER_FAMILIES:
+                _compile_transformers(model)
+            self._models.append(model)
+
+    def separate_model(
+        self, model: loader.LoadedModel, mix: torch.Tensor, progress: Callable[[float], None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One model over the whole song: {stem name: (2, n) float32 tensor on the device}."""
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            autocast = (
+                torch.autocast("cuda", dtype=torch.float16) if self.run.fp16 else contextlib.nullcontext()
+            )
+            with autocast:
+                return model.module(batch)
+
+        stems = run_chunked(
+            forward,
+            mix,
+            model.chunking,
+            num_stems=len(model.outputs),
+            batch_size=self.run.batch_size,
+            progress=(lambda done, total: progress(done / total)) if progress else None,
+            fixed_batch=self.run.compile,
+        )
+        return dict(zip(model.outputs, stems))
+
+    def vocals_of(self, model: loader.LoadedModel, stems: dict[str, torch.Tensor], mix: torch.Tensor) -> torch.Tensor:
+        if model.spec.vocals_stem in stems:
+            return stems[model.spec.vocals_stem]
+        # A single-target model whose target is the accompaniment: the rest is the vocals.
+        return mix - next(iter(stems.values()))
+
+    def separate(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
+        self.load()
+        x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.run.device)
+        vocals = torch.zeros_like(x)
+        per_model: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
+        for index, model in enumerate(self._models):
+            started = time.perf_counter()
+            report = (lambda f, i=index, n=model.spec.name: progress(i, n, f)) if progress else None
+            estimate = self.vocals_of(model, self.separate_model(model, x, report), x)
+            vocals += estimate * (model.spec.weight / self.ensemble.total_weight)
+            per_model[model.spec.name] = estimate.cpu().numpy()
+            _synchronize(self.run.device)
+            seconds[model.spec.name] = time.perf_counter() - started
+        instrumental = x - vocals
+        return EnsembleOutput(
+            vocals=vocals.cpu().numpy(),
+            instrumental=instrumental.cpu().numpy(),
+            per_model_vocals=per_model,
+            seconds_per_model=seconds,
+        )
+
+    def describe(self) -> list[dict]:
+        return [
+            {"name": m.name, "checkpoint": m.checkpoint, "weight": m.weight} for m in self.ensemble.members
+        ]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _allow_flash_attention(module: torch.nn.Module) -> None:
+    # audio-separator only enables the flash SDPA kernel on A100s; allow every backend and let torch pick.
+    from audio_separator.separator.uvr_lib_v5.roformer.attend import FlashAttentionConfig
+
+    for sub in module.modules():
+        if hasattr(sub, "cuda_config") and getattr(sub, "flash", False):
+            sub.cuda_config = FlashAttentionConfig(True, True, True)
+
+
+def _compile_transformers(model: loader.LoadedModel) -> None:
+    """Regional torch.compile of the repeated transformer blocks (the bulk of a Roformer's time)."""
+    try:
+        for layer in model.module.layers:
+            for transformer in layer:
+                transformer.compile()
+    except Exception as exc:  # an old torch or an unsupported backend: eager still works
+        log.warning("torch.compile unavailable for %s, running eagerly: %s", model.spec.name, exc)

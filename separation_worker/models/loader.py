@@ -1,0 +1,147 @@
+"""Finding, downloading and building the zoo's models with audio-separator's own classes.
+
+A checkpoint + YAML already in the model dir under the zoo's filenames is used as is,
+with no network access; otherwise audio-separator's downloader fetches them first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from ..errors import ModelError
+from .zoo import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ROFORMER_FAMILIES = ("bs_roformer", "mel_band_roformer")
+
+
+@dataclass(frozen=True)
+class ChunkingParams:
+    """How audio-separator chunks this model: the defaults of its YAML's inference section."""
+
+    chunk_size: int  # samples per forward pass
+    overlap: int  # windows covering each sample; step = chunk_size // overlap
+    window: str  # "hamming" (Roformers) or "rect" (MDX23C)
+
+    @property
+    def step(self) -> int:
+        return self.chunk_size // self.overlap
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    family: str  # bs_roformer | mel_band_roformer | mdx23c
+    module: torch.nn.Module  # on its device, eval mode, fp32 weights
+    outputs: tuple[str, ...]  # stem names, in the order the module returns them
+    chunking: ChunkingParams
+    config: dict
+
+
+def files_present(spec: ModelSpec, model_dir: Path) -> bool:
+    return (model_dir / spec.checkpoint).is_file() and (model_dir / spec.config).is_file()
+
+
+def download(spec: ModelSpec, model_dir: Path) -> None:
+    """Fetch a model's checkpoint and YAML through audio-separator's downloader (tqdm bars)."""
+    if files_present(spec, model_dir):
+        return
+    model_dir.mkdir(parents=True, exist_ok=True)
+    from audio_separator.separator import Separator
+
+    try:
+        separator = Separator(model_file_dir=str(model_dir), info_only=True, log_level=logging.WARNING)
+        separator.download_model_files(spec.checkpoint)
+    except Exception as exc:  # network errors, an unknown filename, ...
+        raise ModelError(f"could not download {spec.name} ({spec.checkpoint}): {exc}") from exc
+    if not files_present(spec, model_dir):
+        raise ModelError(f"{spec.name}: the download did not produce {spec.checkpoint} and {spec.config}")
+
+
+def read_config(path: Path) -> dict:
+    # The zoo's YAMLs use !!python/tuple, which only the full loader accepts (as audio-separator does).
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=yaml.FullLoader)
+
+
+def detect_family(config: dict) -> str:
+    from audio_separator.separator.roformer.configuration_normalizer import ConfigurationNormalizer
+
+    return ConfigurationNormalizer().detect_model_type(config) or "mdx23c"
+
+
+def chunking_for(family: str, config: dict) -> ChunkingParams:
+    inference = config.get("inference") or {}
+    dim_t = int(inference["dim_t"])
+    overlap = int(inference.get("num_overlap") or 8)  # audio-separator's fallback
+    if family in ROFORMER_FAMILIES:
+        model_cfg = config.get("model") or {}
+        hop = int(model_cfg.get("stft_hop_length") or config["audio"]["hop_length"])
+        return ChunkingParams(chunk_size=hop * (dim_t - 1), overlap=overlap, window="hamming")
+    return ChunkingParams(chunk_size=int(config["audio"]["hop_length"]) * (dim_t - 1), overlap=overlap, window="rect")
+
+
+def output_names(config: dict) -> tuple[str, ...]:
+    training = config.get("training") or {}
+    target = training.get("target_instrument")
+    return (target,) if target else tuple(training["instruments"])
+
+
+def build_module(family: str, config: dict, checkpoint: Path | None) -> torch.nn.Module:
+    """Build the architecture from the YAML and load the weights (none: random init), on the CPU."""
+    if family in ROFORMER_FAMILIES:
+        if checkpoint is None:
+            checkpoint = Path("/nonexistent/random-init.ckpt")  # RoformerLoader skips a missing file
+        from audio_separator.separator.roformer.roformer_loader import RoformerLoader
+
+        result = RoformerLoader().load_model(model_path=str(checkpoint), config=config, device="cpu")
+        if not getattr(result, "success", False) or getattr(result, "model", None) is None:
+            raise ModelError(f"could not build {checkpoint.name}: {getattr(result, 'error_message', 'unknown error')}")
+        return result.model
+    from ml_collections import ConfigDict
+    from audio_separator.separator.uvr_lib_v5.tfc_tdf_v3 import TFC_TDF_net
+
+    module = TFC_TDF_net(ConfigDict(config), device=torch.device("cpu"))
+    if checkpoint is None:
+        return module
+    state = torch.load(checkpoint, map_location="cpu")
+    module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    return module
+
+
+def load(
+    spec: ModelSpec,
+    model_dir: Path,
+    device: torch.device,
+    allow_download: bool = True,
+    on_download: Callable[[ModelSpec], None] | None = None,
+) -> LoadedModel:
+    if not files_present(spec, model_dir):
+        if not allow_download:
+            raise ModelError(f"{spec.name}: {spec.checkpoint} or {spec.config} is missing from {model_dir}")
+        if on_download:
+            on_download(spec)
+        download(spec, model_dir)
+    config = read_config(model_dir / spec.config)
+    family = detect_family(config)
+    outputs = output_names(config)
+    if spec.vocals_stem not in outputs and len(outputs) != 1:
+        raise ModelError(f"{spec.name}: its outputs are {list(outputs)}, none is {spec.vocals_stem!r}")
+    try:
+        module = build_module(family, config, model_dir / spec.checkpoint)
+    except ModelError:
+        raise
+    except Exception as exc:  # corrupt or mismatched checkpoint
+        raise ModelError(f"{spec.name}: could not load {spec.checkpoint}: {exc}") from exc
+    module.to(device).eval()
+    log.info("loaded %s (%s) on %s", spec.name, family, device)
+    return LoadedModel(
+        spec=spec, family=family, module=module, outputs=outputs, chunking=chunking_for(family, config), config=config
+    )

@@ -1,0 +1,92 @@
+"""The ensemble as data: which models from audio-separator's zoo run, with which weights.
+
+Like demucs' BagOfModels, the ensemble is a list of members and weights, not code:
+operators change it with STEMBOT_ENSEMBLE (inline JSON, or a .json/.yaml file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # shown to users and in result.json
+    checkpoint: str  # the zoo's checkpoint filename
+    config: str  # the zoo's YAML config filename
+    weight: float
+    vocals_stem: str = "vocals"  # which of the model's outputs is the vocals
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    members: tuple[ModelSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("the ensemble needs at least one model")
+        if any(m.weight <= 0 for m in self.members):
+            raise ValueError("ensemble weights must be positive")
+
+    @property
+    def total_weight(self) -> float:
+        return sum(m.weight for m in self.members)
+
+
+DEFAULT_ENSEMBLE = Ensemble(
+    members=(
+        ModelSpec(
+            name="BS-Roformer",
+            checkpoint="model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            config="model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            weight=0.40,
+            vocals_stem="vocals",
+        ),
+        ModelSpec(
+            name="Mel-Band Roformer",
+            checkpoint="vocals_mel_band_roformer.ckpt",
+            config="vocals_mel_band_roformer.yaml",
+            weight=0.35,
+            vocals_stem="vocals",
+        ),
+        ModelSpec(
+            name="MDX23C InstVoc HQ",
+            checkpoint="MDX23C-8KFFT-InstVoc_HQ.ckpt",
+            config="model_2_stem_full_band_8k.yaml",
+            weight=0.25,
+            vocals_stem="Vocals",
+        ),
+    )
+)
+
+
+def parse_ensemble(value: str) -> Ensemble:
+    """'' -> the default; otherwise JSON text, or a path to a .json/.yaml file, holding a list of members."""
+    if not value.strip():
+        return DEFAULT_ENSEMBLE
+    text = value
+    if not value.lstrip().startswith(("[", "{")):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"STEMBOT_ENSEMBLE: no such file {value!r}")
+        text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)  # YAML is a superset of JSON
+    if isinstance(data, dict):
+        data = data.get("members", data.get("models"))
+    if not isinstance(data, list):
+        raise ValueError("STEMBOT_ENSEMBLE must be a list of models")
+    try:
+        return Ensemble(members=tuple(ModelSpec(**item) for item in data))
+    except TypeError as exc:
+        raise ValueError(f"STEMBOT_ENSEMBLE: {exc}") from None
+
+
+def ensemble_to_json(ensemble: Ensemble) -> str:
+    return json.dumps([m.to_dict() for m in ensemble.members])

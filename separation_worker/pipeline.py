@@ -1,0 +1,190 @@
+"""One call from an input (a path, a URL, or decoded audio) to stems on disk and a result.
+
+fetch -> decode -> separate (ensemble) -> loudness -> analyze -> encode -> result.json
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import audio_io, loudness
+from .engine import SeparationEngine
+from .errors import InputError
+from .fetch import fetch, is_url
+from .progress import ProgressCallback, ProgressEvent, ignore
+from .result import SeparationResult, Stem
+
+STEM_LABELS = {"vocals": "Vocals", "instrumental": "Instrumental"}
+MAX_TITLE_CHARS = 120
+
+
+def separate_song(
+    source: str | Path | audio_io.DecodedAudio,
+    out_dir: Path,
+    engine: SeparationEngine,
+    settings,
+    fmt: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SeparationResult:
+    """Separate one song into loudness-normalized stems in `out_dir`.
+
+    Raises InputError (with a user-facing message) for bad input; then nothing is left in `out_dir`.
+    """
+    fmt = (fmt or settings.output_format).lower()
+    if fmt not in audio_io.ENCODER_ARGS:
+        raise ValueError(f"unknown output format {fmt!r}")
+    emit = progress or ignore
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="stembot-") as work:  # a fetched file lives only this long
+        audio, source_label = _load_input(source, Path(work), settings, emit, timings)
+
+    with _stage(timings, "separate"):
+        emit(ProgressEvent("separate", 0.0))
+        n_models = len(engine.ensemble.members)
+
+        def on_model(index: int, name: str, fraction: float) -> None:
+            emit(ProgressEvent("separate", (index + fraction) / n_models, name, fraction))
+
+        separated = engine.separate(audio.samples, on_model)
+    for name, seconds in separated.seconds_per_model.items():
+        timings[f"separate.{name}"] = seconds
+
+    with _stage(timings, "loudness"):
+        emit(ProgressEvent("loudness", 0.0))
+        mix_lufs = loudness.integrated_loudness(audio.samples, audio_io.SAMPLE_RATE)
+        normalized = {}
+        raw_stems = {"vocals": separated.vocals, "instrumental": separated.instrumental}
+        for i, (name, samples) in enumerate(raw_stems.items()):
+            normalized[name] = loudness.normalize(
+                samples,
+                audio_io.SAMPLE_RATE,
+                target_lufs=settings.loudness_target_lufs,
+                ceiling_dbtp=settings.true_peak_ceiling_dbtp - _codec_headroom(fmt),
+                max_gain_db=settings.max_gain_db,
+                silence_lufs=settings.silence_lufs,
+                reference_lufs=mix_lufs,
+            )
+            emit(ProgressEvent("loudness", (i + 1) / len(raw_stems), name))
+
+    with _stage(timings, "analyze"):
+        emit(ProgressEvent("analyze", 0.0))
+        analysis = _analyze(separated.instrumental, audio.samples)
+        emit(ProgressEvent("analyze", 1.0))
+
+    with _output_dir(out_dir) as target:
+        with _stage(timings, "encode"):
+            emit(ProgressEvent("encode", 0.0))
+            title = safe_title(audio.title)
+            paths = {name: target / f"{title} ({STEM_LABELS[name]}).{fmt}" for name in normalized}
+            with ThreadPoolExecutor(max_workers=len(paths)) as pool:  # ffmpeg runs in its own processes
+                jobs = [
+                    pool.submit(audio_io.encode, normalized[name][0], path, fmt, f"{audio.title} — {STEM_LABELS[name]}")
+                    for name, path in paths.items()
+                ]
+                for job in jobs:
+                    job.result()
+            emit(ProgressEvent("encode", 1.0))
+        timings["total"] = time.perf_counter() - started
+        result = SeparationResult(
+            title=audio.title,
+            source=source_label,
+            duration=audio.duration,
+            sample_rate=audio_io.SAMPLE_RATE,
+            format=fmt,
+            stems=[Stem(name, paths[name], normalized[name][1]) for name in normalized],
+            models=engine.describe(),
+            device=str(engine.run.device),
+            precision=engine.run.precision,
+            timings=timings,
+            analysis=analysis,
+            out_dir=target,
+        )
+        result.write_json()
+    return result
+
+
+def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: dict[str, float]):
+    if isinstance(source, audio_io.DecodedAudio):
+        return source, source.title
+    title = default_title = None
+    label = str(source)
+    path = Path(source)
+    if isinstance(source, str) and is_url(source):
+        with _stage(timings, "fetch"):
+            emit(ProgressEvent("fetch", 0.0))
+            fetched = fetch(
+                source,
+                work,
+                settings.max_input_bytes,
+                settings.max_duration_seconds,
+                progress=lambda f: emit(ProgressEvent("fetch", f)),
+            )
+            emit(ProgressEvent("fetch", 1.0))
+        path = fetched.path
+        title, default_title = (fetched.title, None) if fetched.from_page else (None, fetched.title)
+    elif path.is_file() and path.stat().st_size > settings.max_input_bytes:
+        raise InputError(f"That file is larger than the {settings.max_input_bytes // (1024 * 1024)} MB limit.")
+    with _stage(timings, "decode"):
+        emit(ProgressEvent("decode", 0.0))
+        audio = audio_io.decode(path, settings.max_duration_seconds, title=title, default_title=default_title)
+        emit(ProgressEvent("decode", 1.0))
+    return audio, label
+
+
+def _analyze(instrumental: np.ndarray, mix: np.ndarray) -> dict | None:
+    """BPM and key, from the instrumental (vocals blur chroma and onsets)."""
+    try:
+        from .analysis import analyze
+    except ImportError:  # the analysis step is optional until it lands
+        return None
+    return analyze(instrumental, audio_io.SAMPLE_RATE).to_dict()
+
+
+def _codec_headroom(fmt: str) -> float:
+    # MP3 decoding can overshoot the encoded peaks by a few tenths of a dB.
+    return 0.5 if fmt == "mp3" else 0.0
+
+
+def safe_title(title: str) -> str:
+    """A filename-safe version of the song title."""
+    cleaned = re.sub(r'[\x00-\x1f<>:"/\\|?*]+', " ", title)
+    cleaned = re.sub(r"\s+", " ", cleaned).strip(" .")
+    return cleaned[:MAX_TITLE_CHARS].rstrip(" .") or "song"
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+
+@contextmanager
+def _output_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield out_dir; if the block fails, remove what it wrote (and out_dir itself if it was new)."""
+    out_dir = Path(out_dir)
+    existed = out_dir.exists()
+    before = set(out_dir.iterdir()) if existed else set()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out_dir
+    except BaseException:
+        if existed:
+            for path in set(out_dir.iterdir()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise

@@ -1,0 +1,23 @@
+"""Progress events the pipeline emits; front ends render them (a terminal bar, a chat message)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+STAGES = ("fetch", "decode", "separate", "loudness", "analyze", "encode")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str  # one of STAGES
+    fraction: float  # 0..1 within the stage
+    detail: str = ""  # e.g. the model running during "separate"
+    detail_fraction: float | None = None  # 0..1 within `detail` (that model's chunks)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def ignore(_: ProgressEvent) -> None:
+    pass

@@ -1,0 +1,71 @@
+"""What one separation produced: stems on disk, their loudness, and what ran (written as result.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .loudness import LoudnessReport
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Stem:
+    name: str  # "vocals" | "instrumental"
+    path: Path
+    loudness: LoudnessReport
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.path.name,
+            "size_bytes": self.size_bytes,
+            "silent": self.loudness.silent,
+            "loudness": self.loudness.to_dict(),
+        }
+
+
+@dataclass
+class SeparationResult:
+    title: str
+    source: str
+    duration: float  # seconds
+    sample_rate: int
+    format: str
+    stems: list[Stem]
+    models: list[dict]  # name, checkpoint, weight
+    device: str
+    precision: str
+    timings: dict[str, float]
+    analysis: dict | None = None  # bpm, bpm_confidence, key, camelot, key_confidence
+    out_dir: Path = field(default_factory=Path)
+
+    def stem(self, name: str) -> Stem:
+        return next(s for s in self.stems if s.name == name)
+
+    def to_dict(self) -> dict:
+        data = {
+            "title": self.title,
+            "source": self.source,
+            "duration": round(self.duration, 3),
+            "sample_rate": self.sample_rate,
+            "format": self.format,
+            "stems": {s.name: s.to_dict() for s in self.stems},
+            "models": self.models,
+            "device": self.device,
+            "precision": self.precision,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+        analysis = self.analysis or {"bpm": None, "bpm_confidence": 0.0, "key": None, "camelot": None, "key_confidence": 0.0}
+        data.update(analysis)
+        return data
+
+    def write_json(self) -> Path:
+        path = self.out_dir / RESULT_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path

@@ -1,0 +1,59 @@
+"""`stembot` command line: one subcommand per module in stembot/commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from .commands import COMMANDS
+from .settings import Settings, SettingsError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stembot",
+        description="Separate songs into vocals and instrumental, with BPM and key.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(args.verbose)
+    try:
+        settings = Settings.from_env()
+        return int(args.handler(args, settings) or 0)
+    except SettingsError as exc:
+        print(f"stembot: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("stembot: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, no traceback, unless asked for
+        if args.verbose:
+            raise
+        print(f"stembot: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    # The model libraries print deprecation warnings on import; a user only wants our own output.
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Each module registers one `stembot` subcommand: register(subparsers) sets `handler(args, settings)`."""
+
+from . import analyze, models, separate
+
+COMMANDS = (separate, analyze, models)

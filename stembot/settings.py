@@ -1,0 +1,115 @@
+"""The one settings object: read once from the environment (and `.env`), passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+import platformdirs
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _default_model_dir() -> Path:
+    # A persistent per-user cache: checkpoints are GBs and must survive reboots (not /tmp).
+    return Path(platformdirs.user_cache_dir("stembot")) / "models"
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _parse_number(name: str, raw: str, kind: type, minimum: float | None = None) -> float | int:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    device: str = "auto"  # auto | cpu | cuda | mps
+    ensemble: str = ""  # empty: the built-in 40/35/25 ensemble; else JSON text or a .json/.yaml path
+    batch_size: int = 0  # chunks per forward pass; 0 picks by device
+    compile: str = "auto"  # torch.compile the Roformers: auto (on CUDA) | true | false
+    loudness_target_lufs: float = -14.0
+    true_peak_ceiling_dbtp: float = -1.0
+    max_gain_db: float = 30.0
+    silence_lufs: float = -60.0
+    max_duration_seconds: float = 20 * 60
+    max_input_bytes: int = 500 * 1024 * 1024
+    output_format: str = "mp3"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> "Settings":
+        env = dict(os.environ if environ is None else environ)
+        if dotenv and environ is None:
+            env = {**_read_dotenv(Path.cwd() / ".env"), **env}
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            return raw if raw not in (None, "") else None
+
+        values: dict[str, object] = {}
+        model_dir = get("STEMBOT_MODEL_DIR")
+        values["model_dir"] = Path(model_dir).expanduser() if model_dir else _default_model_dir()
+
+        device = (get("STEMBOT_DEVICE") or "auto").lower()
+        if device not in {"auto", "cpu", "cuda", "mps"} and not device.startswith("cuda:"):
+            raise SettingsError(f"STEMBOT_DEVICE must be auto, cpu, cuda or mps, not {device!r}")
+        values["device"] = device
+
+        compile_mode = (get("STEMBOT_COMPILE") or "auto").lower()
+        if compile_mode != "auto":
+            compile_mode = "true" if _parse_bool("STEMBOT_COMPILE", compile_mode) else "false"
+        values["compile"] = compile_mode
+
+        fmt = (get("STEMBOT_OUTPUT_FORMAT") or "mp3").lower()
+        if fmt not in {"mp3", "flac", "wav"}:
+            raise SettingsError(f"STEMBOT_OUTPUT_FORMAT must be mp3, flac or wav, not {fmt!r}")
+        values["output_format"] = fmt
+
+        values["ensemble"] = get("STEMBOT_ENSEMBLE") or ""
+
+        numeric = {
+            "batch_size": ("STEMBOT_BATCH_SIZE", int, 0),
+            "loudness_target_lufs": ("STEMBOT_LOUDNESS_TARGET_LUFS", float, None),
+            "true_peak_ceiling_dbtp": ("STEMBOT_TRUE_PEAK_DBTP", float, None),
+            "max_gain_db": ("STEMBOT_MAX_GAIN_DB", float, 0),
+            "silence_lufs": ("STEMBOT_SILENCE_LUFS", float, None),
+            "max_duration_seconds": ("STEMBOT_MAX_DURATION_SECONDS", float, 1),
+            "max_input_bytes": ("STEMBOT_MAX_INPUT_BYTES", int, 1),
+        }
+        for field_name, (env_name, kind, minimum) in numeric.items():
+            raw = get(env_name)
+            if raw is not None:
+                values[field_name] = _parse_number(env_name, raw, kind, minimum)
+        if values.get("true_peak_ceiling_dbtp", -1.0) > 0:  # type: ignore[operator]
+            raise SettingsError("STEMBOT_TRUE_PEAK_DBTP must be at most 0 dBTP")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> "Settings":
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)  # type: ignore[arg-type]
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}

@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny random-weight models on disk, generated audio, a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import sys
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from separation_worker.engine import SeparationEngine
+from separation_worker.inference.device import run_config
+from separation_worker.models.zoo import DEFAULT_ENSEMBLE
+from stembot.settings import Settings
+from tests.support.model_factory import write_ensemble
+
+SR = 44100
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch):
+    # Local servers must be reached directly, whatever the machine's proxy settings.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return write_ensemble(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir) -> Settings:
+    return Settings.from_env({"STEMBOT_MODEL_DIR": str(model_dir), "STEMBOT_DEVICE": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def engine(settings) -> SeparationEngine:
+    engine = SeparationEngine(DEFAULT_ENSEMBLE, settings.model_dir, run_config("cpu"))
+    engine.load(allow_download=False)
+    return engine
+
+
+@pytest.fixture
+def cli_env(model_dir, tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update({"STEMBOT_MODEL_DIR": str(model_dir), "STEMBOT_DEVICE": "cpu"})
+    return env
+
+
+def music(seconds: float, seed: int = 0, level: float = 0.3) -> np.ndarray:
+    """A stereo test signal with tones, a pulse and noise (float32, (2, n))."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    left = np.sin(2 * np.pi * 220 * t) + 0.5 * np.sin(2 * np.pi * 331 * t)
+    right = np.sin(2 * np.pi * 277 * t) + 0.4 * np.sin(2 * np.pi * 440 * t + 1)
+    pulse = (np.sin(2 * np.pi * 2 * t) > 0.95) * rng.standard_normal(t.size)
+    x = np.stack([left + pulse, right + pulse]) + 0.05 * rng.standard_normal((2, t.size))
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def write_audio(path: Path, samples: np.ndarray, sample_rate: int = SR, extra_args: tuple[str, ...] = ()) -> Path:
+    """Encode (channels, n) float samples to `path` with ffmpeg (format from the suffix)."""
+    raw = np.ascontiguousarray(samples.T, dtype="<f4").tobytes()
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "f32le", "-ar", str(sample_rate), "-ac", str(samples.shape[0]),
+         "-i", "-", *extra_args, str(path)],
+        input=raw, check=True,
+    )
+    return path
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; yields (root dir, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def stembot_exe() -> str:
+    exe = shutil.which("stembot", path=str(Path(sys.executable).parent)) or shutil.which("stembot")
+    assert exe, "the stembot console script is not installed (pip install -e .)"
+    return exe

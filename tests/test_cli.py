@@ -1,0 +1,118 @@
+"""`stembot separate` end to end through the console script, on files and on a local URL."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from separation_worker import audio_io, loudness
+from tests.conftest import SR, music, stembot_exe, write_audio
+
+
+def run_cli(args, env, timeout=300):
+    return subprocess.run([stembot_exe(), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_stems(out_dir, title, fmt, duration):
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert files == sorted([f"{title} (Instrumental).{fmt}", f"{title} (Vocals).{fmt}", "result.json"])
+    result = json.loads((out_dir / "result.json").read_text())
+    assert result["duration"] == pytest.approx(duration, abs=0.05)
+    assert [m["weight"] for m in result["models"]] == [0.4, 0.35, 0.25]
+    assert set(result["stems"]) == {"vocals", "instrumental"}
+    for stem in result["stems"].values():
+        decoded = audio_io.decode(out_dir / stem["file"], 60).samples
+        assert decoded.shape[0] == 2
+        assert decoded.shape[1] / SR == pytest.approx(duration, abs=0.05)
+        report = stem["loudness"]
+        assert {"lufs_before", "lufs_after", "true_peak_after_dbtp"} <= set(report)
+        if not stem["silent"]:
+            # On target, unless reaching it would take more than the 30 dB gain cap.
+            assert report["lufs_after"] == pytest.approx(min(-14.0, report["lufs_before"] + 30), abs=0.5)
+            assert loudness.true_peak_dbtp(decoded) <= -1.0 + 0.1
+    for stage in ("decode", "separate", "loudness", "analyze", "encode", "total"):
+        assert stage in result["timings"]
+    for key in ("bpm", "bpm_confidence", "key", "camelot", "key_confidence", "device", "precision"):
+        assert key in result
+    return result
+
+
+def test_separate_a_file(tmp_path, cli_env):
+    song = write_audio(tmp_path / "My Song.wav", music(4.5, level=0.5))
+    out = tmp_path / "stems"
+    proc = run_cli(["separate", str(song), "--out", str(out)], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert_stems(out, "My Song", "mp3", 4.5)
+    assert "My Song (Vocals).mp3" in proc.stdout
+
+
+def test_separate_a_url_as_flac(tmp_path, cli_env, http_server):
+    root, base = http_server
+    write_audio(root / "track.mp3", music(3.0, seed=2), extra_args=("-metadata", "title=Served Track"))
+    out = tmp_path / "from-url"
+    proc = run_cli(["separate", f"{base}/track.mp3", "--out", str(out), "--format", "flac"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert_stems(out, "Served Track", "flac", 3.0)
+
+
+def test_stems_add_up_to_the_input_before_loudness(tmp_path, cli_env):
+    # WAV output with the normalization neutralised (target = input loudness, no ceiling hit).
+    x = music(3.0, level=0.05)
+    song = write_audio(tmp_path / "quiet.wav", x)
+    env = {**cli_env, "STEMBOT_MAX_GAIN_DB": "0", "STEMBOT_LOUDNESS_TARGET_LUFS": "0"}
+    out = tmp_path / "sum"
+    proc = run_cli(["separate", str(song), "--out", str(out), "--format", "wav"], env)
+    assert proc.returncode == 0, proc.stderr
+    vocals = audio_io.decode(out / "quiet (Vocals).wav", 60).samples
+    instrumental = audio_io.decode(out / "quiet (Instrumental).wav", 60).samples
+    assert np.abs(vocals + instrumental - x).max() < 1e-4  # 24-bit quantization only
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("empty.mp3", b""), ("notes.txt", b"just some text, not audio\n" * 50), ("broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))],
+    ids=["empty", "text", "corrupt"],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cli_env, name, content):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    proc = run_cli(["separate", str(bad), "--out", str(out)], cli_env)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_file_and_bad_links(tmp_path, cli_env, http_server):
+    root, base = http_server
+    (root / "page.html").write_text("<html><body>no media here</body></html>")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    for target in [str(tmp_path / "nope.mp3"), f"{base}/missing.mp3", f"{base}/page.html"]:
+        proc = run_cli(["separate", target, "--out", str(out)], cli_env)
+        assert proc.returncode != 0, target
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_help_lists_the_commands(cli_env):
+    proc = run_cli(["--help"], cli_env)
+    assert proc.returncode == 0
+    for command in ("separate", "analyze", "models"):
+        assert command in proc.stdout
+
+
+def test_models_list_shows_the_ensemble(cli_env):
+    proc = run_cli(["models", "list"], cli_env)
+    assert proc.returncode == 0
+    assert proc.stdout.count("[present]") == 3
+
+
+def test_models_download_uses_files_already_there(cli_env):
+    proc = run_cli(["models", "download"], cli_env)  # no network: it must not need any
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("already in") == 3
