@@ -65,7 +65,13 @@ class SeparationEngine:
                 _allow_flash_attention(model.module)
             if self.run.compile and model.family in loader.ROFORMER_FAMILIES:
                 _compile_transformers(model)
+                self._warm_up(model)
             self._models.append(model)
+
+    def _warm_up(self, model: loader.LoadedModel) -> None:
+        """Compile now (about a minute per model on first use) rather than on the first user's song."""
+        silence = torch.zeros(2, model.chunking.chunk_size, device=self.run.device)
+        self.separate_model(model, silence)
 
     def separate_model(
         self, model: loader.LoadedModel, mix: torch.Tensor, progress: Callable[[float], None] | None = None

@@ -99,6 +99,18 @@ def test_missing_file_and_bad_links(tmp_path, cli_env, http_server):
         assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
+def test_playlist_links_are_refused(tmp_path, cli_env, http_server):
+    root, base = http_server
+    for name in ("a.mp3", "b.mp3"):
+        write_audio(root / name, music(1.0))
+    (root / "album.html").write_text('<html><body><audio src="a.mp3"></audio><audio src="b.mp3"></audio></body></html>')
+    out = tmp_path / "out"
+    proc = run_cli(["separate", f"{base}/album.html", "--out", str(out)], cli_env)
+    assert proc.returncode != 0
+    assert "playlist" in proc.stderr
+    assert not out.exists()
+
+
 def test_help_lists_the_commands(cli_env):
     proc = run_cli(["--help"], cli_env)
     assert proc.returncode == 0

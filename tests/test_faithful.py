@@ -9,23 +9,7 @@ import torch
 
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE
 from tests.conftest import music
-
-# The seven list sections audio-separator's model list needs, with the UVR-listed models.
-DOWNLOAD_CHECKS = {
-    "vr_download_list": {},
-    "mdx_download_list": {},
-    "mdx_download_vip_list": {},
-    "demucs_download_list": {},
-    "mdx23c_download_list": {
-        "MDX23C Model: MDX23C-InstVoc HQ": {"MDX23C-8KFFT-InstVoc_HQ.ckpt": "model_2_stem_full_band_8k.yaml"}
-    },
-    "mdx23c_download_vip_list": {},
-    "roformer_download_list": {
-        "Roformer Model: BS-Roformer-Viperx-1297": {
-            "model_bs_roformer_ep_317_sdr_12.9755.ckpt": "model_bs_roformer_ep_317_sdr_12.9755.yaml"
-        }
-    },
-}
+from tests.support.model_factory import DOWNLOAD_CHECKS
 
 
 @pytest.fixture(scope="module")

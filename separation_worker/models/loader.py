@@ -79,7 +79,7 @@ def detect_family(config: dict) -> str:
 
 def chunking_for(family: str, config: dict) -> ChunkingParams:
     inference = config.get("inference") or {}
-    dim_t = int(inference["dim_t"])
+    dim_t = int(inference.get("dim_t") or config["audio"]["dim_t"])
     overlap = int(inference.get("num_overlap") or 8)  # audio-separator's fallback
     if family in ROFORMER_FAMILIES:
         model_cfg = config.get("model") or {}

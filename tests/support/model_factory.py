@@ -16,6 +16,23 @@ import yaml
 from separation_worker.models import loader
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, Ensemble
 
+# The seven list sections audio-separator's model list needs, with the UVR-listed models.
+DOWNLOAD_CHECKS = {
+    "vr_download_list": {},
+    "mdx_download_list": {},
+    "mdx_download_vip_list": {},
+    "demucs_download_list": {},
+    "mdx23c_download_list": {
+        "MDX23C Model: MDX23C-InstVoc HQ": {"MDX23C-8KFFT-InstVoc_HQ.ckpt": "model_2_stem_full_band_8k.yaml"}
+    },
+    "mdx23c_download_vip_list": {},
+    "roformer_download_list": {
+        "Roformer Model: BS-Roformer-Viperx-1297": {
+            "model_bs_roformer_ep_317_sdr_12.9755.ckpt": "model_bs_roformer_ep_317_sdr_12.9755.yaml"
+        }
+    },
+}
+
 BS_FREQS_PER_BANDS = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
 
 _AUDIO_ROFORMER = {"n_fft": 2048, "hop_length": 441, "num_channels": 2, "sample_rate": 44100, "dim_f": 1024}
