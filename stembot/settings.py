@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -12,6 +12,10 @@ import platformdirs
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names it."""
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stembot"))
 
 
 def _default_model_dir() -> Path:
@@ -52,6 +56,15 @@ class Settings:
     max_duration_seconds: float = 20 * 60
     max_input_bytes: int = 500 * 1024 * 1024
     output_format: str = "mp3"
+    # The job service (queue, storage, links)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = field(default_factory=_default_data_dir)  # database and file store
+    public_url: str = ""  # base of download links, e.g. https://stems.example.com
+    secret_key: str = field(default="", repr=False)  # signs download links; never logged
+    free_songs_per_day: int = 1
+    pro_songs_per_day: int = 20
+    file_ttl_hours: float = 24.0
+    allow_private_urls: bool = False  # tests fetch from 127.0.0.1; production refuses private addresses
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> "Settings":
@@ -83,6 +96,17 @@ class Settings:
         values["output_format"] = fmt
 
         values["ensemble"] = get("STEMBOT_ENSEMBLE") or ""
+        values["redis_url"] = get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):  # type: ignore[union-attr]
+            raise SettingsError("REDIS_URL must be a redis:// URL")
+        data_dir = get("STEMBOT_DATA_DIR")
+        values["data_dir"] = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        public_url = (get("STEMBOT_PUBLIC_URL") or "").rstrip("/")
+        if public_url and not public_url.startswith(("http://", "https://")):
+            raise SettingsError("STEMBOT_PUBLIC_URL must start with http:// or https://")
+        values["public_url"] = public_url
+        values["secret_key"] = get("STEMBOT_SECRET_KEY") or ""
+        values["allow_private_urls"] = _parse_bool("STEMBOT_ALLOW_PRIVATE_URLS", env.get("STEMBOT_ALLOW_PRIVATE_URLS", ""))
 
         numeric = {
             "batch_size": ("STEMBOT_BATCH_SIZE", int, 0),
@@ -92,6 +116,9 @@ class Settings:
             "silence_lufs": ("STEMBOT_SILENCE_LUFS", float, None),
             "max_duration_seconds": ("STEMBOT_MAX_DURATION_SECONDS", float, 1),
             "max_input_bytes": ("STEMBOT_MAX_INPUT_BYTES", int, 1),
+            "free_songs_per_day": ("STEMBOT_FREE_SONGS_PER_DAY", int, 0),
+            "pro_songs_per_day": ("STEMBOT_PRO_SONGS_PER_DAY", int, 0),
+            "file_ttl_hours": ("STEMBOT_FILE_TTL_HOURS", float, 0.01),
         }
         for field_name, (env_name, kind, minimum) in numeric.items():
             raw = get(env_name)
@@ -100,6 +127,17 @@ class Settings:
         if values.get("true_peak_ceiling_dbtp", -1.0) > 0:  # type: ignore[operator]
             raise SettingsError("STEMBOT_TRUE_PEAK_DBTP must be at most 0 dBTP")
         return cls(**values)  # type: ignore[arg-type]
+
+    def require(self, *names: str) -> None:
+        """Stop with a message naming the first required setting (by its variable) that is missing or weak."""
+        checks = {
+            "secret_key": ("STEMBOT_SECRET_KEY", len(self.secret_key) >= 16, "must be set to a random string of 16+ characters"),
+            "public_url": ("STEMBOT_PUBLIC_URL", bool(self.public_url), "must be set to the public base URL of `stembot web`"),
+        }
+        for name in names:
+            env_name, ok, why = checks[name]
+            if not ok:
+                raise SettingsError(f"{env_name} {why}")
 
     def replace(self, **changes: object) -> "Settings":
         current = {f.name: getattr(self, f.name) for f in fields(self)}
