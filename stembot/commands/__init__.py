@@ -1,5 +1,5 @@
 """Each module registers one `stembot` subcommand: register(subparsers) sets `handler(args, settings)`."""
 
-from . import analyze, models, separate
+from . import analyze, models, separate, web
 
-COMMANDS = (separate, analyze, models)
+COMMANDS = (separate, analyze, models, web)

@@ -1,0 +1,140 @@
+"""`stembot web`: serves job result files from `<data_dir>/files/<job_id>/` at signed, expiring links.
+
+Routes: `GET|HEAD /d/{job_id}/{filename}?e=<expires>&s=<signature>` (with Range support) and `GET /healthz`.
+Refusals say nothing: 403 for a malformed, forged or expired link (checked before touching the disk), 404 when a
+correctly signed link names no file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
+
+from bot.links import verify
+from stembot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+CONTENT_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".json": "application/json",
+}
+_EXPIRES = re.compile(r"\d{1,12}")
+_ZERO_SUFFIX_RANGE = re.compile(r"bytes=-0+", re.IGNORECASE)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _refuse(status: int) -> web.Response:
+    return web.Response(status=status, text="forbidden" if status == 403 else "not found")
+
+
+def _locate(files_root: Path, job_id: str, filename: str) -> Path | None:
+    """The regular file `files_root/job_id/filename`, or None; whatever it resolves to must be in that folder."""
+    try:
+        root = files_root.resolve(strict=True)
+        job_dir = (root / job_id).resolve(strict=True)
+        path = (job_dir / filename).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, unreadable, or a symlink loop
+        return None
+    # The names were validated already; this also refuses symlinks that lead elsewhere.
+    if job_dir.parent != root or path.parent != job_dir or not path.is_file():
+        return None
+    return path
+
+
+def _attachment(filename: str) -> str:
+    # RFC 6266: modern clients take the exact UTF-8 `filename*`, old ones an ASCII approximation.
+    fallback = "".join(c if c.isascii() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+class _FileResponse(web.FileResponse):
+    """aiohttp's FileResponse (Range, HEAD, sendfile) with three differences, all decided on the request headers."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        headers = request.headers.copy()
+        # Always the file itself, never a `<name>.gz`/`.br` neighbour that FileResponse would otherwise pick.
+        headers.popall(hdrs.ACCEPT_ENCODING, None)
+        byte_range = headers.get(hdrs.RANGE, "")
+        if "," in byte_range:
+            # Multiple ranges (which FileResponse answers 416): RFC 9110 lets a server ignore Range, so send it all.
+            headers.popall(hdrs.RANGE)
+        elif _ZERO_SUFFIX_RANGE.fullmatch(byte_range):
+            # `bytes=-0` is unsatisfiable (RFC 9110 §14.1.1) but FileResponse sends the whole file as 206;
+            # an inverted range takes it down its own 416 path, Content-Range included.
+            headers[hdrs.RANGE] = "bytes=1-0"
+        return await super().prepare(request.clone(headers=headers))
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Logs the path but never the query string: it carries the link's signature."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.3fs',
+            request.remote, request.method, request.path, response.status, response.content_length or "-", time,
+        )
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
+    """The download server; `clock` (returning an aware UTC datetime) decides expiry, for tests."""
+    settings.require("secret_key", "public_url")
+    secret_key = settings.secret_key
+    files_root = settings.data_dir / "files"
+    now = clock or _utc_now
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        job_id, filename = request.match_info["job_id"], request.match_info["filename"]
+        expires, signature = request.query.get("e", ""), request.query.get("s", "")
+        # Signature first: a bad link must not learn whether the file exists.
+        if not _EXPIRES.fullmatch(expires) or not verify(secret_key, job_id, filename, int(expires), signature, now()):
+            return _refuse(403)
+        path = await asyncio.to_thread(_locate, files_root, job_id, filename)
+        if path is None:
+            return _refuse(404)
+        return _FileResponse(path, headers={
+            hdrs.CONTENT_TYPE: CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+            hdrs.CONTENT_DISPOSITION: _attachment(filename),
+            hdrs.CACHE_CONTROL: "private",
+            "X-Content-Type-Options": "nosniff",
+        })
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/d/{job_id}/{filename}", download)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def serve(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> None:
+    """Serve until cancelled, for callers that already run an event loop."""
+    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("serving download links on %s:%d", host, port)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> None:
+    """Blocking entry point for `stembot web`: serves until SIGINT/SIGTERM, then shuts down cleanly."""
+    web.run_app(create_app(settings), host=host, port=port, access_log_class=AccessLogger)
