@@ -1,0 +1,109 @@
+"""Global tempo (BPM) from an onset-strength envelope.
+
+Steps: onset envelope -> autocorrelation averaged over ~12 s windows (robust to slow drift)
+-> every candidate period scored by its autocorrelation at 1, 2, 3 and 4 beats times a
+log-normal tempo prior (this settles half/double tempo) -> the period refined to a fraction of
+a frame with a comb over all beat multiples within ~24 s of the whole-song autocorrelation,
+which is what makes the decimal meaningful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+HOP = 256  # 11.6 ms at 22050 Hz
+MIN_BPM, MAX_BPM = 40.0, 240.0
+# Listeners and DJ software place most pop/electronic music between ~80 and ~160 BPM.
+PRIOR_CENTER_BPM = 120.0
+PRIOR_WIDTH_OCTAVES = 0.9
+WINDOW_S = 12.0
+COMB_BEATS = 4
+REFINE_SPAN_S = 24.0  # beat multiples used by the precision comb
+# Pulse strength (mean normalized autocorrelation at 1..4 beats): white noise scores ~0.03,
+# the weakest synthesized songs ~0.15, typical ones ~0.6.
+MIN_PULSE = 0.08
+CONFIDENT_PULSE = 0.4
+
+
+@dataclass(frozen=True)
+class TempoEstimate:
+    bpm: float
+    confidence: float
+
+
+def onset_envelope(y: np.ndarray, sr: int) -> np.ndarray:
+    """Spectral-flux onset strength with its slow trend removed (so autocorrelation sees pulses)."""
+    env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP, n_mels=96, fmax=min(11025, sr // 2))
+    trend = np.convolve(env, np.ones(33) / 33, mode="same")  # ~0.4 s moving average
+    return np.maximum(env - trend, 0.0)
+
+
+def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    n = len(x)
+    spec = np.fft.rfft(x - x.mean(), 2 ** int(np.ceil(np.log2(2 * n))))
+    ac = np.fft.irfft(np.abs(spec) ** 2)[:max_lag]
+    return ac / (ac[0] + 1e-12)
+
+
+def _windowed_autocorrelation(x: np.ndarray, win: int, max_lag: int) -> np.ndarray:
+    """Mean of normalized autocorrelations over half-overlapping windows, each weighted by its energy."""
+    if len(x) <= win:
+        return _autocorrelation(x, max_lag)
+    total = np.zeros(max_lag)
+    weight = 0.0
+    for start in range(0, len(x) - win + 1, win // 2):
+        seg = x[start : start + win]
+        w = float(np.std(seg))
+        if w > 0:
+            total += w * _autocorrelation(seg, max_lag)
+            weight += w
+    return total / weight if weight else total
+
+
+def _interp(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    return np.interp(lags, np.arange(len(ac)), ac, right=0.0)
+
+
+def estimate_tempo(env: np.ndarray, fps: float) -> TempoEstimate | None:
+    """Tempo from an onset envelope sampled at `fps` frames/s; None when there is no pulse."""
+    if len(env) < 4 * fps or not np.any(env > 0):
+        return None
+    max_lag = int(min(len(env) - 1, 60 * fps / MIN_BPM * COMB_BEATS + 2))
+    local = _windowed_autocorrelation(env, int(WINDOW_S * fps), max_lag)
+
+    bpms = np.exp(np.linspace(np.log(MIN_BPM), np.log(MAX_BPM), 1200))
+    lags = 60 * fps / bpms
+    # A beat period repeats: average the autocorrelation at 1..4 beats. This is what settles
+    # T vs 2T vs T/2 (and 3/2-type syncopation): at the true period every multiple lines up,
+    # at a subdivision or a dotted value only some do; the prior breaks the remaining ties.
+    strength = np.mean([_interp(local, k * lags) for k in range(1, COMB_BEATS + 1)], axis=0)
+    prior = np.exp(-0.5 * (np.log2(bpms / PRIOR_CENTER_BPM) / PRIOR_WIDTH_OCTAVES) ** 2)
+    best = int(np.argmax(strength * prior))
+    if strength[best] < MIN_PULSE:
+        return None
+
+    period = _refine_period(env, fps, lags[best])
+    confidence = float(np.clip((strength[best] - MIN_PULSE) / CONFIDENT_PULSE, 0.0, 1.0))
+    return TempoEstimate(bpm=60 * fps / period, confidence=confidence)
+
+
+def _refine_period(env: np.ndarray, fps: float, period: float) -> float:
+    """Sub-frame beat period: maximize the whole-song autocorrelation summed at k*period for
+    every beat multiple k within REFINE_SPAN_S; errors shrink with k, so this is precise."""
+    n_beats = max(2, int(REFINE_SPAN_S * fps / period))
+    max_lag = min(len(env) - 1, int((n_beats + 1) * period * 1.05) + 2)
+    ac = _autocorrelation(env, max_lag)
+    n_beats = max(1, min(n_beats, int((max_lag - 1) / (period * 1.05))))
+    k = np.arange(1, n_beats + 1)
+    # Coarse-to-fine search within ±3 % (the coarse grid is ~0.15 % apart).
+    lo, hi = period * 0.97, period * 1.03
+    for _ in range(3):
+        grid = np.linspace(lo, hi, 61)
+        comb = np.array([_interp(ac, k * p).sum() for p in grid])
+        best = grid[int(np.argmax(comb))]
+        step = grid[1] - grid[0]
+        lo, hi = best - 2 * step, best + 2 * step
+    return float(best)
