@@ -1,0 +1,192 @@
+"""The file store: each job's files in their own folder, `<root>/<job_id>/`, written atomically.
+
+Paths are built only from a validated job id and a validated relative name, and checked again after resolving
+symlinks, so no name (`../x`, `/etc/passwd`, `a/../../b`) can reach outside the job's folder. Files appear under
+their final name only once complete (written to a hidden temp name in the same folder, then `os.replace`d), so a
+reader, e.g. the web server, never serves a half-written file.
+
+The methods are synchronous (plain local file operations); async callers run slow ones (deleting a job's
+folder) with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from storage.clock import UTC
+from storage.errors import InvalidName
+from storage.models import validate_job_id
+
+TEMP_PREFIX = ".tmp-"  # unfinished writes; never a valid name, never listed
+INCOMING = "incoming"  # each job's staging folder for uploads and downloads
+
+
+@dataclass(frozen=True)
+class JobDir:
+    job_id: str
+    path: Path
+    modified_at: datetime  # newest modification time of the folder or anything in it
+
+
+class FileStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: str | Path) -> FileStore:
+        """The store at `<data_dir>/files` (`data_dir` is Settings.data_dir)."""
+        return cls(Path(data_dir) / "files")
+
+    def job_dir(self, job_id: str, create: bool = False) -> Path:
+        """The job's folder (created, with the store root, when `create`)."""
+        path = self.root / validate_job_id(job_id)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def path_of(self, job_id: str, name: str) -> Path:
+        """The path of file `name` (relative, may contain folders: "incoming/song.mp3") in the job's folder.
+
+        Raises InvalidName for anything that is absolute, has empty, "." or ".." parts, backslashes or NULs, or
+        that resolves (through symlinks, the job's folder itself included) outside the job's folder in the store.
+        The file need not exist.
+        """
+        _validate_name(name)
+        path = self.job_dir(job_id) / name
+        folder = self.root.resolve() / job_id  # where the job's folder must really be: the store's own subfolder
+        resolved = path.resolve()
+        if resolved == folder or not resolved.is_relative_to(folder):
+            raise InvalidName(f"file name {name!r} leads outside the job's folder")
+        return path
+
+    def incoming_path(self, job_id: str, name: str) -> Path:
+        """Where to put an upload or download for the job (`incoming/<name>`); its folder is created."""
+        path = self.path_of(job_id, f"{INCOMING}/{name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def writing(self, job_id: str, name: str) -> Iterator[Path]:
+        """Yield a temporary path next to the final one; on success it is renamed to `name`, on error removed.
+
+        The temp name keeps the final suffix, so tools that pick a format by extension (ffmpeg) still work.
+        """
+        final = self.path_of(job_id, name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=TEMP_PREFIX, suffix=final.suffix)
+        os.close(fd)
+        temp = Path(temp_name)
+        try:
+            yield temp
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def atomic_write(self, job_id: str, name: str, data: bytes) -> Path:
+        """Write `data` to the job's file `name` atomically (and durably); returns its path."""
+        with self.writing(job_id, name) as temp, open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return self.path_of(job_id, name)
+
+    def list_files(self, job_id: str) -> list[str]:
+        """The job's complete files, as sorted relative names ("incoming/song.mp3"); temp files left out."""
+        folder = self.job_dir(job_id)
+        if not folder.is_dir():
+            return []
+        names = []
+        for path in folder.rglob("*"):
+            relative = path.relative_to(folder)
+            if path.is_file() and not any(part.startswith(TEMP_PREFIX) for part in relative.parts):
+                names.append(relative.as_posix())
+        return sorted(names)
+
+    def delete_job_files(self, job_id: str) -> bool:
+        """Delete the job's folder and everything in it. True if there was one."""
+        folder = self.job_dir(job_id)
+        if folder.is_symlink():  # never follow a link out of the store; just drop the link
+            folder.unlink()
+            return True
+        if not folder.exists():
+            return False
+        for _ in range(2):
+            try:
+                shutil.rmtree(folder)
+                return True
+            except FileNotFoundError:  # another janitor is deleting the same folder: something vanished under us
+                if not folder.exists():
+                    return True
+        shutil.rmtree(folder)  # a last try, whose errors are the caller's
+        return True
+
+    def list_job_dirs(self) -> list[JobDir]:
+        """Every job folder in the store (entries whose names are not job ids are ignored), sorted by job id."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if not entry.is_dir(follow_symlinks=False) or not _is_job_id(entry.name):
+                continue
+            found.append(JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path))))
+        return found
+
+
+def safe_filename(untrusted: str, default: str = "file") -> str:
+    """A single safe file name made from a user-supplied one ("../../My Song?.mp3" → "My Song_.mp3").
+
+    Keeps letters (any script), digits, spaces and ._-()[]; drops folders and leading dots; caps the length.
+    """
+    base = re.split(r"[/\\]", untrusted)[-1]
+    cleaned = re.sub(r"[^\w .()\[\]-]", "_", base).strip().lstrip(".")
+    if len(cleaned.encode()) > 200:  # most filesystems allow 255 bytes per name; leave room for temp affixes
+        stem, dot, suffix = cleaned.rpartition(".")
+        if not dot or len(suffix) > 10:
+            stem, suffix = cleaned, ""
+        stem = stem.encode()[: 200 - len(suffix) - 1].decode(errors="ignore")
+        cleaned = f"{stem}.{suffix}" if suffix else stem
+    return cleaned or default
+
+
+def _validate_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidName("a file name is required")
+    if "\x00" in name or "\\" in name:
+        raise InvalidName(f"file name {name!r} contains a NUL or a backslash")
+    if PurePosixPath(name).is_absolute() or os.path.isabs(name):
+        raise InvalidName(f"file name {name!r} is absolute")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidName(f"file name {name!r} has an empty, '.' or '..' part")
+        if part.startswith(TEMP_PREFIX):
+            raise InvalidName(f"file name {name!r} uses the reserved prefix {TEMP_PREFIX}")
+
+
+def _is_job_id(name: str) -> bool:
+    try:
+        validate_job_id(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def _newest_mtime(folder: Path) -> datetime:
+    # The folder's own mtime only changes when entries are added or removed; a file still being written
+    # into a subfolder makes the folder "recent" only if we look inside.
+    newest = folder.lstat().st_mtime
+    for current, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(current, name)).st_mtime)
+            except FileNotFoundError:  # removed while we walked
+                continue
+    return datetime.fromtimestamp(newest, UTC)

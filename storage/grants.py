@@ -1,0 +1,153 @@
+"""Pro status: admin grants (optionally until a date), the Discord Pro role, and linked accounts.
+
+A user is Pro when the caller says so (the Discord adapter: "holds the Pro role here"), or when the user or the
+account linked to it has an active grant or was recently seen holding the Pro role. The role is remembered
+(`record_pro_role`) so that it carries over to the linked Telegram account and to Discord DMs, where no role is
+visible; a sighting older than `PRO_ROLE_FRESHNESS` no longer counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+
+import aiosqlite
+
+from storage.clock import encode_time
+from storage.database import Database
+from storage.errors import NotFound
+from storage.models import ProGrant, User
+from storage.users import fetch_user, require_user
+
+PRO_ROLE_FRESHNESS = timedelta(days=30)
+
+
+class ProReason(str, Enum):
+    """Why a user is Pro (the first that applies, in this order)."""
+
+    CALLER = "caller"  # the front end said so (holds the role right now)
+    GRANT = "grant"  # an active admin grant
+    ROLE = "role"  # recently seen holding the Pro role
+    LINKED_GRANT = "linked_grant"  # the linked account has an active grant
+    LINKED_ROLE = "linked_role"  # the linked account was recently seen holding the Pro role
+
+
+async def grant_pro(
+    db: Database, user_id: int, granted_by: str, until: datetime | None = None, note: str = ""
+) -> ProGrant:
+    """Make the user Pro until `until` (None: no expiry), replacing (revoking) any previous grant."""
+    now = db.clock.now()
+    if until is not None and until <= now:
+        raise ValueError(f"a grant until {until.isoformat()} would already be over")
+    async with db.write() as conn:
+        await require_user(conn, user_id)
+        await _revoke_in(conn, user_id, now)
+        async with conn.execute(
+            "INSERT INTO pro_grants (user_id, granted_by, granted_at, until, note) VALUES (?, ?, ?, ?, ?) RETURNING *",
+            (user_id, granted_by, encode_time(now), None if until is None else encode_time(until), note),
+        ) as cursor:
+            row = await cursor.fetchone()
+    assert row is not None
+    return ProGrant.from_row(row)
+
+
+async def revoke_pro(db: Database, user_id: int) -> bool:
+    """End the user's grant now. True if a grant was in force (a lapsed one is left as it is)."""
+    async with db.write() as conn:
+        return await _revoke_in(conn, user_id, db.clock.now())
+
+
+async def active_grant(db: Database, user_id: int) -> ProGrant | None:
+    """The user's grant that is in force now, or None."""
+    async with db.read() as conn:
+        return await _active_grant_in(conn, user_id, db.clock.now())
+
+
+async def list_grants(db: Database, user_id: int) -> list[ProGrant]:
+    """Every grant the user ever had, newest first (revoked and lapsed ones included)."""
+    async with db.read() as conn, conn.execute(
+        "SELECT * FROM pro_grants WHERE user_id = ? ORDER BY granted_at DESC, id DESC", (user_id,)
+    ) as cursor:
+        rows = await cursor.fetchall()
+    return [ProGrant.from_row(row) for row in rows]
+
+
+async def list_active_grants(db: Database) -> list[ProGrant]:
+    """All grants in force now, oldest first (for admins)."""
+    now = encode_time(db.clock.now())
+    async with db.read() as conn, conn.execute(
+        "SELECT * FROM pro_grants WHERE revoked_at IS NULL AND (until IS NULL OR until > ?) ORDER BY granted_at",
+        (now,),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    return [ProGrant.from_row(row) for row in rows]
+
+
+async def record_pro_role(db: Database, user_id: int, holds_role: bool) -> None:
+    """Remember whether the user holds the Pro role, as seen now (Discord, in a guild: not from DMs)."""
+    async with db.write() as conn:
+        cursor = await conn.execute(
+            "UPDATE users SET pro_role_held = ?, pro_role_seen_at = ? WHERE id = ?",
+            (int(holds_role), encode_time(db.clock.now()), user_id),
+        )
+        if cursor.rowcount != 1:
+            raise NotFound(f"no user with id {user_id}")
+
+
+async def is_pro(
+    db: Database, user_id: int, caller_says_pro: bool = False, role_freshness: timedelta = PRO_ROLE_FRESHNESS
+) -> bool:
+    """Whether the user gets the Pro limit now (see the module docstring for the rules)."""
+    return await pro_reason(db, user_id, caller_says_pro, role_freshness) is not None
+
+
+async def pro_reason(
+    db: Database, user_id: int, caller_says_pro: bool = False, role_freshness: timedelta = PRO_ROLE_FRESHNESS
+) -> ProReason | None:
+    """Why the user is Pro now, or None if not."""
+    if caller_says_pro:
+        return ProReason.CALLER
+    now = db.clock.now()
+    async with db.read() as conn:
+        user = await require_user(conn, user_id)
+        if await _active_grant_in(conn, user.id, now):
+            return ProReason.GRANT
+        if _role_fresh(user, now, role_freshness):
+            return ProReason.ROLE
+        linked = None if user.linked_user_id is None else await fetch_user(conn, user.linked_user_id)
+        if linked is not None:
+            if await _active_grant_in(conn, linked.id, now):
+                return ProReason.LINKED_GRANT
+            if _role_fresh(linked, now, role_freshness):
+                return ProReason.LINKED_ROLE
+    return None
+
+
+def _role_fresh(user: User, now: datetime, freshness: timedelta) -> bool:
+    seen_at = user.pro_role_seen_at
+    return user.pro_role_held and seen_at is not None and now - seen_at <= freshness
+
+
+async def _active_grant_in(conn: aiosqlite.Connection, user_id: int, now: datetime) -> ProGrant | None:
+    async with conn.execute(
+        """
+        SELECT * FROM pro_grants WHERE user_id = ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
+        ORDER BY granted_at DESC, id DESC LIMIT 1
+        """,
+        (user_id, encode_time(now)),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else ProGrant.from_row(row)
+
+
+async def _revoke_in(conn: aiosqlite.Connection, user_id: int, now: datetime) -> bool:
+    # Only grants still in force: revoked_at means "cut short", so a grant that simply ran out keeps its history.
+    stamp = encode_time(now)
+    cursor = await conn.execute(
+        """
+        UPDATE pro_grants SET revoked_at = ?
+        WHERE user_id = ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
+        """,
+        (stamp, user_id, stamp),
+    )
+    return cursor.rowcount > 0

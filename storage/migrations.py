@@ -1,0 +1,95 @@
+"""The schema, as an append-only list of migrations.
+
+Migration N (1-based) brings the database from `PRAGMA user_version` N-1 to N. Never edit a released migration;
+append a new one. Each is a tuple of single statements, because the applier runs them inside one transaction
+(sqlite3's executescript would commit halfway).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the initial schema. Timestamps are fixed-width UTC text (storage.clock.encode_time).
+    (
+        """
+        CREATE TABLE users (
+            id               INTEGER PRIMARY KEY,
+            platform         TEXT NOT NULL,
+            platform_user_id TEXT NOT NULL,
+            display_name     TEXT NOT NULL DEFAULT '',
+            linked_user_id   INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            pro_role_held    INTEGER NOT NULL DEFAULT 0,
+            pro_role_seen_at TEXT,
+            created_at       TEXT NOT NULL,
+            last_seen_at     TEXT NOT NULL,
+            UNIQUE (platform, platform_user_id)
+        )
+        """,
+        """
+        CREATE TABLE jobs (
+            id           TEXT PRIMARY KEY,
+            user_id      INTEGER NOT NULL REFERENCES users(id),
+            source       TEXT NOT NULL,
+            status       TEXT NOT NULL
+                         CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled', 'expired')),
+            created_at   TEXT NOT NULL,
+            started_at   TEXT,
+            finished_at  TEXT,
+            delivered_at TEXT,
+            expired_at   TEXT,
+            error        TEXT,
+            result       TEXT,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            delivery     TEXT
+        )
+        """,
+        "CREATE INDEX jobs_by_status ON jobs (status, created_at)",
+        "CREATE INDEX jobs_by_user ON jobs (user_id, status, created_at)",
+        # One row per charged job; refunded rows stay (history) but stop counting.
+        """
+        CREATE TABLE quota_ledger (
+            id            INTEGER PRIMARY KEY,
+            user_id       INTEGER NOT NULL REFERENCES users(id),
+            job_id        TEXT NOT NULL UNIQUE,
+            charged_at    TEXT NOT NULL,
+            refunded_at   TEXT,
+            refund_reason TEXT
+        )
+        """,
+        "CREATE INDEX quota_by_user ON quota_ledger (user_id, charged_at)",
+        # History of grants; at most one is unrevoked per user (grant_pro revokes the previous one).
+        """
+        CREATE TABLE pro_grants (
+            id         INTEGER PRIMARY KEY,
+            user_id    INTEGER NOT NULL REFERENCES users(id),
+            granted_by TEXT NOT NULL,
+            granted_at TEXT NOT NULL,
+            until      TEXT,
+            revoked_at TEXT,
+            note       TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE INDEX pro_grants_by_user ON pro_grants (user_id, revoked_at)",
+        """
+        CREATE TABLE guild_settings (
+            guild_id   TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (guild_id, key)
+        )
+        """,
+        """
+        CREATE TABLE link_codes (
+            code       TEXT PRIMARY KEY,
+            user_id    INTEGER NOT NULL REFERENCES users(id),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at    TEXT,
+            used_by    INTEGER REFERENCES users(id)
+        )
+        """,
+        "CREATE INDEX link_codes_by_user ON link_codes (user_id)",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,107 @@
+"""The song quota: a rolling window of charges in a ledger, one row per accepted job.
+
+A charge counts while it is younger than the window and not refunded. Deciding and charging happen in one
+BEGIN IMMEDIATE transaction, so concurrent submissions (any number of connections or processes) are serialized
+and never exceed the limit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from storage.clock import decode_time, encode_time
+from storage.database import Database
+from storage.errors import DuplicateJob, NotFound
+from storage.models import QuotaDecision, validate_job_id
+
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+async def quota_status(db: Database, user_id: int, limit: int, window: timedelta = DEFAULT_WINDOW) -> QuotaDecision:
+    """The user's quota now, without charging; `accepted` says whether a submission now would be accepted."""
+    _check_limit(limit)
+    now = db.clock.now()
+    async with db.read() as conn:
+        charges = await _live_charges(conn, user_id, now, window)
+    return _decide(accepted=len(charges) < limit, charges=charges, limit=limit, window=window)
+
+
+async def try_charge(
+    db: Database, user_id: int, job_id: str, limit: int, window: timedelta = DEFAULT_WINDOW
+) -> QuotaDecision:
+    """Charge one song to the user for `job_id` if the window has room. Raises DuplicateJob if already charged.
+
+    Prefer `jobs.accept_job`, which also creates the job in the same transaction.
+    """
+    async with db.write() as conn:
+        return await charge_in(conn, user_id, job_id, limit, db.clock.now(), window)
+
+
+async def refund(db: Database, job_id: str, reason: str = "") -> bool:
+    """Give the charge of `job_id` back. True if this call refunded it; False if it was already, or never charged."""
+    async with db.write() as conn:
+        return await refund_in(conn, job_id, reason, db.clock.now())
+
+
+async def charge_in(
+    conn: aiosqlite.Connection, user_id: int, job_id: str, limit: int, now: datetime, window: timedelta
+) -> QuotaDecision:
+    """Within an open write transaction: `try_charge`."""
+    validate_job_id(job_id)
+    _check_limit(limit)
+    charges = await _live_charges(conn, user_id, now, window)
+    if len(charges) >= limit:
+        return _decide(accepted=False, charges=charges, limit=limit, window=window)
+    try:
+        await conn.execute(
+            "INSERT INTO quota_ledger (user_id, job_id, charged_at) VALUES (?, ?, ?)",
+            (user_id, job_id, encode_time(now)),
+        )
+    except sqlite3.IntegrityError as error:
+        if "FOREIGN KEY" in str(error):
+            raise NotFound(f"no user with id {user_id}") from None
+        raise DuplicateJob(f"job {job_id} was already charged") from None
+    return _decide(accepted=True, charges=[*charges, now], limit=limit, window=window)
+
+
+async def refund_in(conn: aiosqlite.Connection, job_id: str, reason: str, now: datetime) -> bool:
+    """Within an open write transaction: `refund`."""
+    cursor = await conn.execute(
+        "UPDATE quota_ledger SET refunded_at = ?, refund_reason = ? WHERE job_id = ? AND refunded_at IS NULL",
+        (encode_time(now), reason, job_id),
+    )
+    return cursor.rowcount == 1
+
+
+async def _live_charges(conn: aiosqlite.Connection, user_id: int, now: datetime, window: timedelta) -> list[datetime]:
+    """The user's unrefunded charges inside the window, oldest first."""
+    async with conn.execute(
+        """
+        SELECT charged_at FROM quota_ledger
+        WHERE user_id = ? AND refunded_at IS NULL AND charged_at > ?
+        ORDER BY charged_at
+        """,
+        (user_id, encode_time(now - window)),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    return [decode_time(row[0]) for row in rows]  # type: ignore[misc]
+
+
+def _decide(accepted: bool, charges: list[datetime], limit: int, window: timedelta) -> QuotaDecision:
+    used = len(charges)
+    next_free_at = None
+    if used >= limit and limit > 0:
+        # A slot frees when enough charges have left the window to bring `used` below the limit: the
+        # (used - limit + 1)-th oldest one leaving does it (the oldest, unless the limit was lowered meanwhile).
+        next_free_at = charges[used - limit] + window
+    return QuotaDecision(
+        accepted=accepted, used=used, limit=limit, remaining=max(0, limit - used), next_free_at=next_free_at
+    )
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise ValueError(f"quota limit must be >= 0, not {limit}")
