@@ -83,7 +83,7 @@ def decode(
     if path.stat().st_size == 0:
         raise InputError("That file is empty.")
     info = probe(path)
-    declared = _declared_duration(info)
+    declared = declared_duration(info)
     if declared is not None and declared > max_duration_seconds + 1:
         raise InputError(_too_long(declared, max_duration_seconds))
     cmd = [
@@ -112,7 +112,7 @@ def decode(
     return DecodedAudio(samples=samples, title=title or _title_from(info, default_title or path.stem))
 
 
-def _declared_duration(info: dict) -> float | None:
+def declared_duration(info: dict) -> float | None:
     try:
         return float(info.get("format", {}).get("duration"))
     except (TypeError, ValueError):

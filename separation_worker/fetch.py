@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,13 +36,17 @@ def fetch(
     max_bytes: int,
     max_duration_seconds: float,
     progress: Callable[[float], None] | None = None,
+    allow_private: bool = False,
 ) -> FetchedMedia:
     """Download the single media item at `url` into `dest_dir`; InputError for anything a user got wrong."""
     import yt_dlp
     from yt_dlp.utils import DownloadError
 
-    if urlparse(url).scheme.lower() not in {"http", "https"}:
+    parsed = urlparse(url)
+    if parsed.scheme.lower() not in {"http", "https"} or not parsed.hostname:
         raise InputError("Only http(s) links are supported.")
+    if not allow_private:
+        refuse_private_host(parsed.hostname)
     dest_dir.mkdir(parents=True, exist_ok=True)
 
     def hook(status: dict) -> None:
@@ -95,6 +101,18 @@ def fetch(
     title = (processed or {}).get("title") or info.get("title") or Path(urlparse(url).path).stem or "song"
     extractor = str((processed or {}).get("extractor") or info.get("extractor") or "generic")
     return FetchedMedia(path=files[0], title=str(title), url=url, from_page=extractor.lower() != "generic")
+
+
+def refuse_private_host(hostname: str) -> None:
+    """InputError unless every address `hostname` resolves to is public (no loopback, private, link-local...)."""
+    try:
+        infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        raise InputError("I couldn't find that website; check the link.") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise InputError("That link points to a private or local address, which I can't fetch.")
 
 
 def _remove_partial(dest_dir: Path) -> None:

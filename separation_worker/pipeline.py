@@ -34,10 +34,13 @@ def separate_song(
     settings,
     fmt: str | None = None,
     progress: ProgressCallback | None = None,
+    allow_private_urls: bool = True,
 ) -> SeparationResult:
     """Separate one song into loudness-normalized stems in `out_dir`.
 
     Raises InputError (with a user-facing message) for bad input; then nothing is left in `out_dir`.
+    `progress` may raise to abort the job (a timeout, a cancellation): the exception propagates.
+    `allow_private_urls` is for a local user's own links; a public service passes its setting.
     """
     fmt = (fmt or settings.output_format).lower()
     if fmt not in audio_io.ENCODER_ARGS:
@@ -47,7 +50,7 @@ def separate_song(
     started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="stembot-") as work:  # a fetched file lives only this long
-        audio, source_label = _load_input(source, Path(work), settings, emit, timings)
+        audio, source_label = _load_input(source, Path(work), settings, emit, timings, allow_private_urls)
 
     with _stage(timings, "separate"):
         emit(ProgressEvent("separate", 0.0))
@@ -114,7 +117,7 @@ def separate_song(
     return result
 
 
-def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: dict[str, float]):
+def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: dict[str, float], allow_private: bool):
     if isinstance(source, audio_io.DecodedAudio):
         return source, source.title
     title = default_title = None
@@ -129,6 +132,7 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
                 settings.max_input_bytes,
                 settings.max_duration_seconds,
                 progress=lambda f: emit(ProgressEvent("fetch", f)),
+                allow_private=allow_private,
             )
             emit(ProgressEvent("fetch", 1.0))
         path = fetched.path
@@ -138,7 +142,7 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
     with _stage(timings, "decode"):
         emit(ProgressEvent("decode", 0.0))
         audio = audio_io.decode(path, settings.max_duration_seconds, title=title, default_title=default_title)
-        emit(ProgressEvent("decode", 1.0))
+        emit(ProgressEvent("decode", 1.0, duration=audio.duration))
     return audio, label
 
 

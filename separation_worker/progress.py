@@ -14,6 +14,7 @@ class ProgressEvent:
     fraction: float  # 0..1 within the stage
     detail: str = ""  # e.g. the model running during "separate"
     detail_fraction: float | None = None  # 0..1 within `detail` (that model's chunks)
+    duration: float | None = None  # the song's length, once decoded
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

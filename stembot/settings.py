@@ -65,6 +65,12 @@ class Settings:
     pro_songs_per_day: int = 20
     file_ttl_hours: float = 24.0
     allow_private_urls: bool = False  # tests fetch from 127.0.0.1; production refuses private addresses
+    jobs_per_worker: int = 1  # concurrent jobs per worker process (one per GPU by default)
+    max_attempts: int = 3  # a job that keeps failing (worker lost, crashes) ends as failed, refunded
+    job_timeout_base_s: float = 300.0
+    job_timeout_factor: float = 3.0  # plus this many seconds per second of audio
+    heartbeat_s: float = 10.0  # a dead worker's job is picked up again within 3 heartbeats
+    max_queue: int = 200  # waiting jobs before new submissions are refused
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> "Settings":
@@ -119,6 +125,12 @@ class Settings:
             "free_songs_per_day": ("STEMBOT_FREE_SONGS_PER_DAY", int, 0),
             "pro_songs_per_day": ("STEMBOT_PRO_SONGS_PER_DAY", int, 0),
             "file_ttl_hours": ("STEMBOT_FILE_TTL_HOURS", float, 0.01),
+            "jobs_per_worker": ("STEMBOT_JOBS_PER_WORKER", int, 1),
+            "max_attempts": ("STEMBOT_MAX_ATTEMPTS", int, 1),
+            "job_timeout_base_s": ("STEMBOT_JOB_TIMEOUT_BASE_S", float, 1),
+            "job_timeout_factor": ("STEMBOT_JOB_TIMEOUT_FACTOR", float, 0),
+            "heartbeat_s": ("STEMBOT_HEARTBEAT_S", float, 0.1),
+            "max_queue": ("STEMBOT_MAX_QUEUE", int, 1),
         }
         for field_name, (env_name, kind, minimum) in numeric.items():
             raw = get(env_name)

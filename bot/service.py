@@ -1,0 +1,292 @@
+"""The service every front end uses: submit a song, follow it, get its result.
+
+Platform-neutral: Telegram and Discord adapters call it with a UserIdentity and a Source.
+A refusal (quota, bad link, not audio, too long, queue full) costs nothing: nothing is
+charged, stored or queued. Accepted jobs are charged and created in one transaction,
+then queued on Redis; SQLite stays the record, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import AsyncIterator
+from urllib.parse import urlparse
+
+from bot.links import sign_link
+from bot.requests import (
+    JobHandle,
+    JobResult,
+    LinkSource,
+    QuotaInfo,
+    Refusal,
+    Source,
+    StemFile,
+    UploadSource,
+    UserIdentity,
+)
+from separation_worker import audio_io, progress_bus, queue
+from separation_worker.errors import InputError
+from separation_worker.fetch import refuse_private_host
+from separation_worker.reconciler import reconcile
+from storage import (
+    Clock,
+    Database,
+    FileStore,
+    InvalidTransition,
+    Job,
+    JobStatus,
+    SystemClock,
+    accept_job,
+    cancel_job,
+    fail_job,
+    get_job,
+    get_or_create_user,
+    get_queued_job,
+    is_pro,
+    list_jobs,
+    list_undelivered,
+    mark_delivered,
+    quota_status,
+    record_pro_role,
+    safe_filename,
+)
+
+log = logging.getLogger(__name__)
+
+POSITION_POLL_S = 2.0
+
+
+class SeparationService:
+    def __init__(self, settings, db: Database, files: FileStore, redis, clock: Clock):
+        self.settings = settings
+        self.db = db
+        self.files = files
+        self.redis = redis
+        self.clock = clock
+
+    @classmethod
+    async def start(cls, settings, clock: Clock | None = None) -> "SeparationService":
+        """Open storage and Redis, and put back into the queue whatever Redis lost."""
+        settings.require("secret_key", "public_url")
+        clock = clock or SystemClock()
+        db = await Database.in_data_dir(settings.data_dir, clock=clock)
+        redis = await queue.connect(settings.redis_url)
+        service = cls(settings, db, FileStore.in_data_dir(settings.data_dir), redis, clock)
+        await reconcile(db, redis)
+        return service
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.db.close()
+
+    async def __aenter__(self) -> "SeparationService":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- users and quota --------------------------------------------------------------
+
+    async def _user(self, who: UserIdentity):
+        user = await get_or_create_user(self.db, who.platform, who.user_id, who.display_name or None)
+        if who.holds_pro_role is not None:
+            await record_pro_role(self.db, user.id, who.holds_pro_role)
+        return user
+
+    async def _limit(self, user_id: int, who: UserIdentity) -> tuple[bool, int]:
+        pro = await is_pro(self.db, user_id, caller_says_pro=bool(who.holds_pro_role))
+        return pro, self.settings.pro_songs_per_day if pro else self.settings.free_songs_per_day
+
+    async def quota(self, who: UserIdentity) -> QuotaInfo:
+        user = await self._user(who)
+        pro, limit = await self._limit(user.id, who)
+        decision = await quota_status(self.db, user.id, limit)
+        return QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at)
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(self, who: UserIdentity, source: Source, delivery: object = None) -> JobHandle | Refusal:
+        """Check, charge, store and queue one song; or refuse it, at no cost."""
+        refusal = await self._check_source(source)
+        if refusal:
+            return refusal
+        if len(await queue.waiting_ids(self.redis)) >= self.settings.max_queue:
+            return Refusal("queue_full", "The queue is full right now. Please try again in a few minutes.")
+        user = await self._user(who)
+        pro, limit = await self._limit(user.id, who)
+        job_id = new_job_id()
+        label = source.url if isinstance(source, LinkSource) else source.filename
+        acceptance = await accept_job(self.db, user.id, job_id, label, limit, delivery=delivery)
+        if acceptance.job is None:
+            return self._quota_refusal(pro, acceptance.decision)
+        try:
+            if isinstance(source, UploadSource):
+                await asyncio.to_thread(self._store_upload, job_id, source)
+            await queue.enqueue(self.redis, job_id)
+        except Exception:
+            log.exception("job %s: could not be queued", job_id)
+            await fail_job(self.db, job_id, "We couldn't queue your song. Please try again.", refund=True)
+            await asyncio.to_thread(self.files.delete_job_files, job_id)
+            return Refusal("busy", "We couldn't queue your song right now. Please try again in a minute.")
+        decision = acceptance.decision
+        position = await queue.position(self.redis, job_id)
+        await progress_bus.ProgressPublisher(self.redis, job_id).publish("queued", 0.0, position=position)
+        return JobHandle(job_id, position, QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at))
+
+    async def _check_source(self, source: Source) -> Refusal | None:
+        if isinstance(source, LinkSource):
+            parsed = urlparse(source.url.strip())
+            if parsed.scheme.lower() not in {"http", "https"} or not parsed.hostname:
+                return Refusal("bad_link", "That doesn't look like a link I can open. Send an http(s) link or an audio file.")
+            if not self.settings.allow_private_urls:
+                try:
+                    await asyncio.to_thread(refuse_private_host, parsed.hostname)
+                except InputError as exc:
+                    return Refusal("private_link", str(exc))
+            return None
+        size = len(source.data) if source.data is not None else (source.path.stat().st_size if source.path else 0)
+        if size > self.settings.max_input_bytes:
+            return Refusal("too_large", f"That file is larger than the {self.settings.max_input_bytes // (1024 * 1024)} MB limit.")
+        return await asyncio.to_thread(self._probe_upload, source)
+
+    def _probe_upload(self, source: UploadSource) -> Refusal | None:
+        """Refuse files that aren't audio, or are too long, before they cost anything."""
+        with tempfile.TemporaryDirectory(prefix="stembot-probe-") as tmp:
+            path = source.path
+            if path is None:
+                path = Path(tmp) / safe_filename(source.filename, "upload")
+                path.write_bytes(source.data or b"")
+            if path.stat().st_size == 0:
+                return Refusal("not_audio", "That file is empty.")
+            try:
+                info = audio_io.probe(path)
+            except InputError as exc:
+                return Refusal("not_audio", str(exc))
+        duration = audio_io.declared_duration(info)
+        if duration is not None and duration > self.settings.max_duration_seconds + 1:
+            limit = int(self.settings.max_duration_seconds)
+            return Refusal("too_long", f"That song is {int(duration) // 60}:{int(duration) % 60:02d} long; the limit is {limit // 60}:{limit % 60:02d}.")
+        return None
+
+    def _store_upload(self, job_id: str, source: UploadSource) -> None:
+        name = safe_filename(source.filename, "upload")
+        with self.files.writing(job_id, f"incoming/{name}") as temp:
+            if source.data is not None:
+                temp.write_bytes(source.data)
+            else:
+                shutil.copyfile(source.path, temp)  # type: ignore[arg-type]
+
+    def _quota_refusal(self, pro: bool, decision) -> Refusal:
+        when = decision.next_free_at
+        plan = "Pro" if pro else "Free"
+        wait = f" Your next song frees up in {_until(when, self.clock.now())}." if when else ""
+        upsell = "" if pro else " Pro members get 20 songs a day."
+        return Refusal(
+            "quota",
+            f"You've used your {decision.limit} song{'s' if decision.limit != 1 else ''} for today ({plan}).{wait}{upsell}",
+            next_free_at=when,
+        )
+
+    # -- following and results ------------------------------------------------------------
+
+    async def watch(self, job_id: str) -> AsyncIterator[progress_bus.JobEvent]:
+        """Progress events until the job ends; while it waits, its queue position as it moves."""
+        job = await get_job(self.db, job_id)
+        if job is None:
+            return
+        if job.finished or job.status is JobStatus.EXPIRED:
+            yield progress_bus.JobEvent(job_id, job.status.value, 1.0, message=job.error or "")
+            return
+        last_position: int | None = None
+        async for event in progress_bus.follow(self.redis, job_id, poll_s=POSITION_POLL_S, idle_ticks=True):
+            if event is None:
+                # Nothing new: while the job waits, its position still moves as others finish.
+                position = await queue.position(self.redis, job_id)
+                if position is None or position == last_position:
+                    continue
+                event = progress_bus.JobEvent(job_id, "queued", 0.0, position=position)
+            if event.state == "queued":
+                last_position = event.position
+            yield event
+
+    async def result(self, job_id: str) -> JobResult | None:
+        """A finished job's stems, analysis and signed download links (None unless done)."""
+        job = await get_job(self.db, job_id)
+        if job is None or job.status is not JobStatus.DONE or job.result is None:
+            return None
+        data = job.result
+        expires_at = job.finished_at + timedelta(hours=self.settings.file_ttl_hours)  # type: ignore[operator]
+        stems = []
+        for name, stem in data["stems"].items():
+            path = self.files.path_of(job_id, stem["file"])
+            stems.append(
+                StemFile(name, stem["file"], path, stem["size_bytes"], self._link(job_id, stem["file"], expires_at), stem.get("silent", False))
+            )
+        from separation_worker.analysis import MusicalAnalysis
+
+        analysis = MusicalAnalysis(**{k: data.get(k) for k in ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")})
+        return JobResult(
+            job_id=job_id,
+            title=data["title"],
+            duration=data["duration"],
+            stems=stems,
+            bpm=data.get("bpm"),
+            key=data.get("key"),
+            camelot=data.get("camelot"),
+            summary=analysis.summary(),
+            models=data.get("models", []),
+            expires_at=expires_at,
+            result_url=self._link(job_id, "result.json", expires_at),
+            raw=data,
+        )
+
+    def _link(self, job_id: str, filename: str, expires_at: datetime) -> str:
+        return sign_link(self.settings.public_url, self.settings.secret_key, job_id, filename, expires_at)
+
+    async def job(self, job_id: str) -> Job | None:
+        return await get_job(self.db, job_id)
+
+    # -- cancelling, restarts and delivery --------------------------------------------------
+
+    async def cancel(self, who: UserIdentity) -> Job | None:
+        """Cancel the user's waiting job (refunded). None if there is none or a worker already started it."""
+        user = await self._user(who)
+        job = await get_queued_job(self.db, user.id)
+        if job is None:
+            return None
+        try:
+            cancelled = await cancel_job(self.db, job.id)
+        except InvalidTransition:
+            return None
+        await queue.remove(self.redis, job.id)
+        await asyncio.to_thread(self.files.delete_job_files, job.id)
+        await progress_bus.ProgressPublisher(self.redis, job.id).publish("cancelled", 0.0, message="Cancelled.")
+        return cancelled
+
+    async def active_jobs(self) -> list[Job]:
+        """Jobs still queued or running: a restarted front end re-attaches its watchers to them."""
+        return await list_jobs(self.db, JobStatus.QUEUED, JobStatus.RUNNING)
+
+    async def undelivered_jobs(self) -> list[Job]:
+        """Finished jobs whose result never reached the user (e.g. the bot restarted meanwhile)."""
+        return await list_undelivered(self.db)
+
+    async def claim_delivery(self, job_id: str) -> bool:
+        """True for exactly one caller: that caller delivers the result (a job is delivered once)."""
+        return await mark_delivered(self.db, job_id)
+
+
+def new_job_id() -> str:
+    return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+def _until(when: datetime, now: datetime) -> str:
+    minutes = max(1, int((when - now).total_seconds() // 60) + 1)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

@@ -1,0 +1,137 @@
+"""Runs one queued job: input from the file store or a link, the pipeline, the result into SQLite.
+
+SQLite is the record: the job moves queued -> running -> done | failed there, and every
+failure is refunded (bad input costs nothing; our own failures neither). Progress goes to
+Redis for watchers. The pipeline itself runs in a thread, so the event loop stays free for
+arq's bookkeeping and our heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from storage import Database, FileStore, InvalidTransition, jobs
+from storage.models import Job, JobStatus
+
+from .engine import SeparationEngine
+from .errors import InputError
+from .fetch import is_url
+from .pipeline import separate_song
+from .progress import ProgressEvent
+from .progress_bus import STAGE_TO_STATE, ProgressPublisher
+
+log = logging.getLogger(__name__)
+
+OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
+TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
+
+
+class JobTimeout(Exception):
+    pass
+
+
+class Retry(Exception):
+    """The attempt failed for a passing reason; the job goes back to the queue."""
+
+
+@dataclass
+class JobRunner:
+    settings: object
+    engine: SeparationEngine
+    db: Database
+    files: FileStore
+    redis: Redis
+
+    async def run(self, job_id: str, attempt: int) -> str:
+        """Run one attempt. Returns the final status; raises Retry to be run again."""
+        job = await jobs.get_job(self.db, job_id)
+        if job is None or job.finished or job.status is JobStatus.EXPIRED:
+            return job.status.value if job else "unknown"  # already settled (e.g. enqueued twice)
+        publisher = ProgressPublisher(self.redis, job_id)
+        if attempt > self.settings.max_attempts:
+            return await self._fail(job_id, publisher, OUR_FAULT)
+        try:
+            if job.status is JobStatus.RUNNING:  # the previous attempt's worker died
+                await jobs.requeue_job(self.db, job_id)
+            job = await jobs.start_job(self.db, job_id)
+        except InvalidTransition:  # cancelled in the meantime
+            return (await jobs.get_job(self.db, job_id)).status.value  # type: ignore[union-attr]
+        await publisher.publish("downloading", 0.0)  # fetching a link, or reading the upload
+
+        try:
+            result = await self._separate(job, publisher)
+        except InputError as exc:
+            return await self._fail(job_id, publisher, str(exc))
+        except JobTimeout:
+            return await self._fail(job_id, publisher, TIMED_OUT)
+        except Exception:
+            log.exception("job %s: attempt %d failed", job_id, attempt)
+            self._remove_outputs(job_id)
+            if attempt >= self.settings.max_attempts:
+                return await self._fail(job_id, publisher, OUR_FAULT)
+            await jobs.requeue_job(self.db, job_id)
+            await publisher.publish("queued", 0.0)
+            raise Retry(job_id) from None
+        await jobs.finish_job(self.db, job_id, result)
+        await publisher.publish("done", 1.0)
+        return "done"
+
+    async def _separate(self, job: Job, publisher: ProgressPublisher) -> dict:
+        loop = asyncio.get_running_loop()
+        out_dir = self.files.job_dir(job.id, create=True)
+        source = job.source if is_url(job.source) else self._upload_path(job.id)
+        started = time.monotonic()
+        deadline = [started + self.settings.job_timeout_base_s + self.settings.job_timeout_factor * self.settings.max_duration_seconds]
+
+        def on_progress(event: ProgressEvent) -> None:  # runs in the pipeline's thread
+            if event.duration is not None:
+                deadline[0] = started + self.settings.job_timeout_base_s + self.settings.job_timeout_factor * event.duration
+            if time.monotonic() > deadline[0]:
+                raise JobTimeout()
+            state = STAGE_TO_STATE.get(event.stage)
+            if state:
+                asyncio.run_coroutine_threadsafe(publisher.publish(state, event.fraction), loop)
+
+        result = await asyncio.to_thread(
+            separate_song,
+            source,
+            out_dir,
+            self.engine,
+            self.settings,
+            None,
+            on_progress,
+            self.settings.allow_private_urls,
+        )
+        self._remove_inputs(job.id)  # the upload is no longer needed
+        return result.to_dict()
+
+    def _upload_path(self, job_id: str):
+        uploads = [name for name in self.files.list_files(job_id) if name.startswith("incoming/")]
+        if not uploads:
+            raise InputError("The uploaded file is gone (it may have expired); please send it again.")
+        return self.files.path_of(job_id, uploads[0])
+
+    async def _fail(self, job_id: str, publisher: ProgressPublisher, reason: str) -> str:
+        await jobs.fail_job(self.db, job_id, reason, refund=True)
+        await asyncio.to_thread(self.files.delete_job_files, job_id)  # nothing outlives a failed job
+        await publisher.publish("failed", 0.0, message=reason)
+        return "failed"
+
+    def _remove_inputs(self, job_id: str) -> None:
+        incoming = self.files.job_dir(job_id) / "incoming"
+        if incoming.is_dir():
+            for path in incoming.iterdir():
+                path.unlink(missing_ok=True)
+            incoming.rmdir()
+
+    def _remove_outputs(self, job_id: str) -> None:
+        folder = self.files.job_dir(job_id)
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file():
+                    path.unlink(missing_ok=True)

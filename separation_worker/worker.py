@@ -1,0 +1,113 @@
+"""The arq worker: models loaded once in on_startup and kept warm; jobs drained from Redis.
+
+Run one per GPU (`stembot worker`); any number on any machines can share one Redis. A worker
+killed mid-job (SIGKILL, OOM, machine loss) stops refreshing its claim on the job, so another
+worker takes it over within a few heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq import Retry as ArqRetry
+from arq import func
+from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
+
+from storage import Database, FileStore, sweep
+
+from . import queue
+from .engine import SeparationEngine
+from .job_runner import JobRunner, Retry
+from .reconciler import reconcile
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY_S = 30.0
+SWEEP_EVERY_S = 300.0
+RETRY_DELAY_S = 5.0
+
+
+async def separate_job(ctx: dict[str, Any], job_id: str) -> str:
+    runner: JobRunner = ctx["runner"]
+    heartbeat = asyncio.create_task(_keep_claim(ctx, job_id))
+    try:
+        return await runner.run(job_id, attempt=ctx["job_try"])
+    except Retry:
+        raise ArqRetry(defer=RETRY_DELAY_S) from None
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+
+
+async def _keep_claim(ctx: dict[str, Any], job_id: str) -> None:
+    """Shorten arq's claim on the job to 3 heartbeats and keep renewing it while we live."""
+    settings = ctx["settings"]
+    ttl_ms = int(3 * settings.heartbeat_s * 1000)
+    while True:
+        await ctx["redis"].pexpire(in_progress_key_prefix + job_id, ttl_ms)
+        await asyncio.sleep(settings.heartbeat_s)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = ctx["settings"]
+    engine: SeparationEngine = ctx.get("engine") or SeparationEngine.from_settings(settings)
+    await asyncio.to_thread(engine.load)  # minutes on first use (downloads, compilation): before any job
+    db = await Database.in_data_dir(settings.data_dir)
+    files = FileStore.in_data_dir(settings.data_dir)
+    ctx.update(engine=engine, db=db, files=files)
+    ctx["runner"] = JobRunner(settings, engine, db, files, ctx["redis"])
+    ctx["maintenance"] = asyncio.create_task(_maintenance(ctx))
+    log.info("worker ready on %s (%s)", engine.run.device, engine.run.precision)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("maintenance")
+    if task:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if ctx.get("db"):
+        await ctx["db"].close()
+
+
+async def _maintenance(ctx: dict[str, Any]) -> None:
+    """Every worker reconciles the queue with SQLite and sweeps expired files (both idempotent)."""
+    settings = ctx["settings"]
+    since_sweep = SWEEP_EVERY_S
+    while True:
+        try:
+            await reconcile(ctx["db"], ctx["redis"])
+            if since_sweep >= SWEEP_EVERY_S:
+                await sweep(ctx["db"], ctx["files"], timedelta(hours=settings.file_ttl_hours))
+                since_sweep = 0.0
+        except Exception:  # a Redis blip must not end maintenance for good
+            log.exception("maintenance pass failed")
+        await asyncio.sleep(RECONCILE_EVERY_S)
+        since_sweep += RECONCILE_EVERY_S
+
+
+def worker_settings(settings, engine: SeparationEngine | None = None) -> type:
+    """arq WorkerSettings for these settings (the engine may be passed in already loaded)."""
+    longest_job = settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
+
+    class WorkerSettings:
+        functions = [
+            # arq's own limit is a backstop; the runner enforces a limit scaled to the song's length.
+            func(separate_job, name=queue.JOB_FUNCTION, timeout=longest_job + 600, max_tries=settings.max_attempts + 1),
+        ]
+        on_startup = startup
+        on_shutdown = shutdown
+        redis_settings = RedisSettings.from_dsn(settings.redis_url)
+        queue_name = queue.QUEUE_NAME
+        max_jobs = settings.jobs_per_worker
+        keep_result = 0  # SQLite holds results
+        poll_delay = 0.5
+        ctx = {"settings": settings, "engine": engine}
+
+    return WorkerSettings

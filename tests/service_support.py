@@ -1,0 +1,62 @@
+"""Helpers for the job-service tests: an isolated Redis database, settings, in-process workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from arq.worker import Worker
+
+from separation_worker.worker import worker_settings
+
+REDIS_BASE = "redis://127.0.0.1:6379"
+TEST_REDIS_DB = 11  # keep tests away from db 0
+
+
+def service_env(data_dir, model_dir, **extra) -> dict[str, str]:
+    env = {
+        "REDIS_URL": f"{REDIS_BASE}/{TEST_REDIS_DB}",
+        "STEMBOT_DATA_DIR": str(data_dir),
+        "STEMBOT_MODEL_DIR": str(model_dir),
+        "STEMBOT_DEVICE": "cpu",
+        "STEMBOT_PUBLIC_URL": "http://files.test",
+        "STEMBOT_SECRET_KEY": "test-secret-key-0123456789",
+        "STEMBOT_ALLOW_PRIVATE_URLS": "true",
+        "STEMBOT_HEARTBEAT_S": "0.5",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+async def flush_test_redis() -> None:
+    client = aioredis.from_url(f"{REDIS_BASE}/{TEST_REDIS_DB}")
+    await client.flushdb()
+    await client.aclose()
+
+
+@dataclass
+class RunningWorker:
+    worker: Worker
+    task: asyncio.Task
+
+    async def stop(self) -> None:
+        for _ in range(100):  # let a job that just reported "done" return first
+            if not any(not t.done() for t in self.worker.tasks.values()):
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.worker.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+async def start_worker(settings, engine) -> RunningWorker:
+    """An arq worker in this event loop, with the already-loaded tiny engine."""
+    spec = worker_settings(settings, engine)
+    options = {k: v for k, v in vars(spec).items() if not k.startswith("_")}
+    options.update(handle_signals=False, poll_delay=0.1)
+    worker = Worker(**options)
+    return RunningWorker(worker, asyncio.create_task(worker.main()))
