@@ -214,3 +214,18 @@ async def test_links_expire_with_the_files(tmp_path, model_dir, engine, song_byt
         assert await service.result(handle.job_id) is None
     finally:
         await service.close()
+
+
+async def test_twenty_concurrent_submissions_by_one_free_user(service_settings, song_bytes):
+    """Several service instances (as several bot processes would be) race on one user's quota."""
+    services = [await SeparationService.start(service_settings) for _ in range(4)]
+    try:
+        outcomes = await asyncio.gather(
+            *(services[i % 4].submit(ALICE, UploadSource("in.mp3", data=song_bytes)) for i in range(20))
+        )
+    finally:
+        for s in services:
+            await s.close()
+    accepted = [o for o in outcomes if isinstance(o, JobHandle)]
+    assert len(accepted) == 1
+    assert all(o.code == "quota" for o in outcomes if isinstance(o, Refusal))

@@ -1,0 +1,123 @@
+"""Fault drills with real processes: a worker SIGKILLed mid-job, Redis restarted empty."""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.requests import JobHandle, UploadSource, UserIdentity
+from bot.service import SeparationService
+from stembot.settings import Settings
+from tests.conftest import music, stembot_exe, write_audio
+from tests.service_support import flush_test_redis, service_env
+
+ALICE = UserIdentity("telegram", "1001", "Alice")
+
+
+def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [stembot_exe(), "worker"], env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_for_state(service, job_id, wanted: set[str], timeout=180):
+    async def run():
+        async for event in service.watch(job_id):
+            if event.state in wanted:
+                return event
+        return None
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
+    await flush_test_redis()
+    env = service_env(tmp_path / "data", model_dir)
+    settings = Settings.from_env(env)
+    song = write_audio(tmp_path / "long.mp3", music(40.0, level=0.4)).read_bytes()  # long enough to kill mid-way
+    log = tmp_path / "workers.log"
+    async with await SeparationService.start(settings) as service:
+        handle = await service.submit(ALICE, UploadSource("long.mp3", data=song))
+        assert isinstance(handle, JobHandle)
+        first = spawn_worker(env, log)
+        try:
+            event = await wait_for_state(service, handle.job_id, {"separating"})
+            assert event is not None
+            os.killpg(first.pid, signal.SIGKILL)  # no cleanup, no goodbye
+            first.wait()
+            assert (await service.job(handle.job_id)).status.value == "running"
+            second = spawn_worker(env, log)
+            try:
+                done = await wait_for_state(service, handle.job_id, {"done", "failed"})
+            finally:
+                os.killpg(second.pid, signal.SIGTERM)
+                second.wait(30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+        assert done.state == "done", log.read_text()[-3000:]
+        job = await service.job(handle.job_id)
+        assert job.attempts == 2
+        assert await service.claim_delivery(handle.job_id) is True
+        assert await service.claim_delivery(handle.job_id) is False  # delivered once
+        assert (await service.quota(ALICE)).used == 1  # charged once, not refunded
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine):
+    """A private Redis is stopped and started again (empty) with jobs queued: none is lost or run twice."""
+    from tests.service_support import start_worker
+
+    port = free_port()
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    redis_proc = start_redis()
+    env = service_env(tmp_path / "data", model_dir, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    settings = Settings.from_env(env)
+    song = write_audio(tmp_path / "s.mp3", music(2.0, level=0.4)).read_bytes()
+    users = [UserIdentity("telegram", str(i)) for i in range(3)]
+    try:
+        service = await SeparationService.start(settings)
+        handles = [await service.submit(u, UploadSource("s.mp3", data=song)) for u in users]
+        await service.close()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        redis_proc = start_redis()  # back, and empty
+        service = await SeparationService.start(settings)  # start-up reconciles from SQLite
+        worker = await start_worker(settings, engine)
+        try:
+            for handle in handles:
+                event = await wait_for_state(service, handle.job_id, {"done", "failed"})
+                assert event.state == "done"
+                assert (await service.job(handle.job_id)).attempts == 1  # ran once
+        finally:
+            await worker.stop()
+            await service.close()
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
