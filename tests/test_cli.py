@@ -128,3 +128,24 @@ def test_models_download_uses_files_already_there(cli_env):
     proc = run_cli(["models", "download"], cli_env)  # no network: it must not need any
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("already in") == 3
+
+
+def test_analyze_prints_the_fields_as_json(tmp_path, cli_env):
+    from tests import synth_music
+
+    clip = synth_music.click_track(128.0, 12.0, sample_rate=22050)
+    path = write_audio(tmp_path / "click.wav", np.stack([clip, clip]), sample_rate=22050)
+    proc = run_cli(["analyze", str(path), "--json"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"bpm", "bpm_confidence", "key", "camelot", "key_confidence"}
+    assert data["bpm"] == pytest.approx(128.0, rel=0.04)
+    plain = run_cli(["analyze", str(path)], cli_env)
+    assert plain.returncode == 0 and "BPM" in plain.stdout
+
+
+def test_analyze_bad_file(tmp_path, cli_env):
+    bad = tmp_path / "x.mp3"
+    bad.write_bytes(b"nope" * 10)
+    proc = run_cli(["analyze", str(bad), "--json"], cli_env)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
