@@ -31,6 +31,7 @@ from bot.requests import (
     UserIdentity,
 )
 from separation_worker import audio_io, progress_bus, queue
+from separation_worker.analysis import MusicalAnalysis
 from separation_worker.errors import InputError
 from separation_worker.fetch import refuse_private_host
 from separation_worker.reconciler import reconcile
@@ -228,8 +229,6 @@ class SeparationService:
             stems.append(
                 StemFile(name, stem["file"], path, stem["size_bytes"], self._link(job_id, stem["file"], expires_at), stem.get("silent", False))
             )
-        from separation_worker.analysis import MusicalAnalysis
-
         analysis = MusicalAnalysis(**{k: data.get(k) for k in ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")})
         return JobResult(
             job_id=job_id,

@@ -9,6 +9,7 @@ arq's bookkeeping and our heartbeat.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -98,14 +99,15 @@ class JobRunner:
                 asyncio.run_coroutine_threadsafe(publisher.publish(state, event.fraction), loop)
 
         result = await asyncio.to_thread(
-            separate_song,
-            source,
-            out_dir,
-            self.engine,
-            self.settings,
-            None,
-            on_progress,
-            self.settings.allow_private_urls,
+            functools.partial(
+                separate_song,
+                source,
+                out_dir,
+                self.engine,
+                self.settings,
+                progress=on_progress,
+                allow_private_urls=self.settings.allow_private_urls,
+            )
         )
         self._remove_inputs(job.id)  # the upload is no longer needed
         return result.to_dict()

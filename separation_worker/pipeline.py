@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from . import audio_io, loudness
+from .analysis import analyze
 from .engine import SeparationEngine
 from .errors import InputError
 from .fetch import fetch, is_url
@@ -82,7 +83,7 @@ def separate_song(
 
     with _stage(timings, "analyze"):
         emit(ProgressEvent("analyze", 0.0))
-        analysis = _analyze(separated.instrumental, audio.samples)
+        analysis = _analyze(separated.instrumental)
         emit(ProgressEvent("analyze", 1.0))
 
     with _output_dir(out_dir) as target:
@@ -146,12 +147,8 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
     return audio, label
 
 
-def _analyze(instrumental: np.ndarray, mix: np.ndarray) -> dict | None:
+def _analyze(instrumental: np.ndarray) -> dict:
     """BPM and key, from the instrumental (vocals blur chroma and onsets)."""
-    try:
-        from .analysis import analyze
-    except ImportError:  # the analysis step is optional until it lands
-        return None
     return analyze(instrumental, audio_io.SAMPLE_RATE).to_dict()
 
 

@@ -42,7 +42,7 @@ class SeparationResult:
     device: str
     precision: str
     timings: dict[str, float]
-    analysis: dict | None = None  # bpm, bpm_confidence, key, camelot, key_confidence
+    analysis: dict  # bpm, bpm_confidence, key, camelot, key_confidence
     out_dir: Path = field(default_factory=Path)
 
     def stem(self, name: str) -> Stem:
@@ -61,8 +61,7 @@ class SeparationResult:
             "precision": self.precision,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
-        analysis = self.analysis or {"bpm": None, "bpm_confidence": 0.0, "key": None, "camelot": None, "key_confidence": 0.0}
-        data.update(analysis)
+        data.update(self.analysis)
         return data
 
     def write_json(self) -> Path:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from separation_worker.analysis import MusicalAnalysis
 from separation_worker.engine import SeparationEngine
 from separation_worker.errors import InputError
 from separation_worker.pipeline import separate_song
@@ -46,11 +47,7 @@ def run(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def _summary(analysis: dict | None) -> str:
-    if not analysis:
-        return "BPM unknown · key unknown"
-    from separation_worker.analysis import MusicalAnalysis
-
+def _summary(analysis: dict) -> str:
     return MusicalAnalysis(**analysis).summary()
 
 
