@@ -18,6 +18,7 @@ from separation_worker.engine import SeparationEngine
 from separation_worker.inference.device import run_config
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE
 from stembot.settings import Settings
+from storage import Database, FakeClock
 from tests.support.model_factory import write_ensemble
 
 SR = 44100
@@ -28,6 +29,19 @@ def _no_proxies(monkeypatch):
     # Local servers must be reached directly, whatever the machine's proxy settings.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A settable clock for storage tests: nothing sleeps."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def db(tmp_path, clock):
+    """A fresh SQLite database (real file) on the fake clock."""
+    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
+        yield db
 
 
 @pytest.fixture(scope="session")

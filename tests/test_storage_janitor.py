@@ -8,8 +8,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from storage import (
-    Database,
-    FakeClock,
     FileStore,
     JobStatus,
     accept_job,
@@ -26,17 +24,6 @@ from storage import (
 )
 
 TTL = timedelta(hours=24)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 @pytest.fixture

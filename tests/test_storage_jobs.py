@@ -10,7 +10,6 @@ import pytest
 from storage import (
     Database,
     DuplicateJob,
-    FakeClock,
     InvalidName,
     InvalidTransition,
     JobStatus,
@@ -34,17 +33,6 @@ from storage import (
     store_result,
     transition,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 @pytest.fixture

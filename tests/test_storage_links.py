@@ -7,8 +7,6 @@ from datetime import timedelta
 import pytest
 
 from storage import (
-    Database,
-    FakeClock,
     LinkCodeError,
     LinkFailure,
     NotFound,
@@ -20,17 +18,6 @@ from storage import (
     unlink,
 )
 from storage.links import CODE_ALPHABET, CODE_LENGTH, DEFAULT_CODE_TTL
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ import pytest
 
 from storage import (
     PRO_ROLE_FRESHNESS,
-    Database,
-    FakeClock,
     NotFound,
     ProReason,
     active_grant,
@@ -25,17 +23,6 @@ from storage import (
     redeem_link_code,
     revoke_pro,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 async def _linked_pair(db):

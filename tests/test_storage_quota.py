@@ -12,7 +12,6 @@ import pytest
 from storage import (
     Database,
     DuplicateJob,
-    FakeClock,
     accept_job,
     get_job,
     get_or_create_user,
@@ -24,17 +23,6 @@ from storage import (
 
 DAY = timedelta(hours=24)
 FREE, PRO = 1, 20
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from datetime import timedelta
 import pytest
 
 from storage import (
-    Database,
-    FakeClock,
     find_user,
     get_guild_setting,
     get_or_create_user,
@@ -16,17 +14,6 @@ from storage import (
     guild_settings,
     set_guild_setting,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
-        yield db
 
 
 async def test_get_or_create_user_is_keyed_by_platform_and_id(db, clock):
