@@ -37,6 +37,17 @@ from separation_worker.fetch import refuse_private_host
 from separation_worker.reconciler import reconcile
 from storage import (
     Clock,
+    LinkCode,
+    LinkCodeError,
+    ProGrant,
+    ProReason,
+    create_link_code,
+    get_guild_setting,
+    grant_pro,
+    pro_reason,
+    redeem_link_code,
+    revoke_pro,
+    set_guild_setting,
     Database,
     FileStore,
     InvalidTransition,
@@ -193,6 +204,48 @@ class SeparationService:
             f"You've used your {decision.limit} song{'s' if decision.limit != 1 else ''} for today ({plan}).{wait}{upsell}",
             next_free_at=when,
         )
+
+    async def pro_status(self, who: UserIdentity) -> ProReason | None:
+        """Why the user is Pro (role, grant, linked account), or None."""
+        user = await self._user(who)
+        return await pro_reason(self.db, user.id, caller_says_pro=bool(who.holds_pro_role))
+
+    # -- admin and account links -------------------------------------------------------------
+
+    async def grant_pro(self, admin: str, target: UserIdentity, days: float | None = None) -> ProGrant:
+        """Record an admin's Pro grant (until `days` from now, or open-ended)."""
+        user = await self._user(target)
+        until = self.clock.now() + timedelta(days=days) if days else None
+        return await grant_pro(self.db, user.id, admin, until=until)
+
+    async def revoke_pro(self, target: UserIdentity) -> bool:
+        user = await self._user(target)
+        return await revoke_pro(self.db, user.id)
+
+    async def link_code(self, who: UserIdentity) -> LinkCode:
+        """A one-time code the user enters on the other platform to link the two accounts."""
+        user = await self._user(who)
+        return await create_link_code(self.db, user.id)
+
+    async def redeem_link_code(self, who: UserIdentity, code: str) -> str:
+        """Link this account with the code's owner; returns a user-facing message either way."""
+        user = await self._user(who)
+        try:
+            other = await redeem_link_code(self.db, code.strip().upper(), user.id)
+        except LinkCodeError as exc:
+            return exc.message
+        return f"Linked with your {other.platform.capitalize()} account {other.display_name or other.platform_user_id}. Pro on either counts on both."
+
+    async def guild_setting(self, guild_id: int, key: str) -> str | None:
+        return await get_guild_setting(self.db, guild_id, key)
+
+    async def set_guild_setting(self, guild_id: int, key: str, value: str | None) -> None:
+        await set_guild_setting(self.db, guild_id, key, value)
+
+    async def queue_status(self) -> dict[str, int]:
+        waiting = len(await queue.waiting_ids(self.redis))
+        running = len(await list_jobs(self.db, JobStatus.RUNNING))
+        return {"waiting": waiting, "running": running}
 
     # -- following and results ------------------------------------------------------------
 

@@ -32,6 +32,13 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise SettingsError(f"{name} must be a comma-separated list of numeric ids, not {raw!r}") from None
+
+
 def _parse_number(name: str, raw: str, kind: type, minimum: float | None = None) -> float | int:
     try:
         value = kind(raw)
@@ -71,6 +78,16 @@ class Settings:
     job_timeout_factor: float = 3.0  # plus this many seconds per second of audio
     heartbeat_s: float = 10.0  # a dead worker's job is picked up again within 3 heartbeats
     max_queue: int = 200  # waiting jobs before new submissions are refused
+    # Telegram
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_api_base_url: str = "https://api.telegram.org"
+    telegram_admin_ids: tuple[int, ...] = ()
+    # Discord
+    discord_bot_token: str = field(default="", repr=False)
+    discord_guild_id: int | None = None  # sync commands to this guild at once instead of globally
+    discord_home_guild_id: int | None = None  # whose Pro role counts in DMs
+    discord_api_base_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = ""  # gateway override (tests, proxies)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> "Settings":
@@ -114,6 +131,16 @@ class Settings:
         values["secret_key"] = get("STEMBOT_SECRET_KEY") or ""
         values["allow_private_urls"] = _parse_bool("STEMBOT_ALLOW_PRIVATE_URLS", env.get("STEMBOT_ALLOW_PRIVATE_URLS", ""))
 
+        values["telegram_bot_token"] = get("TELEGRAM_BOT_TOKEN") or ""
+        values["telegram_api_base_url"] = (get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org").rstrip("/")
+        values["telegram_admin_ids"] = _parse_ids("TELEGRAM_ADMIN_IDS", get("TELEGRAM_ADMIN_IDS") or "")
+        values["discord_bot_token"] = get("DISCORD_BOT_TOKEN") or ""
+        for name, env_name in (("discord_guild_id", "DISCORD_GUILD_ID"), ("discord_home_guild_id", "DISCORD_HOME_GUILD_ID")):
+            ids = _parse_ids(env_name, get(env_name) or "")
+            values[name] = ids[0] if ids else None
+        values["discord_api_base_url"] = (get("DISCORD_API_BASE_URL") or "https://discord.com/api/v10").rstrip("/")
+        values["discord_gateway_url"] = get("DISCORD_GATEWAY_URL") or ""
+
         numeric = {
             "batch_size": ("STEMBOT_BATCH_SIZE", int, 0),
             "loudness_target_lufs": ("STEMBOT_LOUDNESS_TARGET_LUFS", float, None),
@@ -145,6 +172,8 @@ class Settings:
         checks = {
             "secret_key": ("STEMBOT_SECRET_KEY", len(self.secret_key) >= 16, "must be set to a random string of 16+ characters"),
             "public_url": ("STEMBOT_PUBLIC_URL", bool(self.public_url), "must be set to the public base URL of `stembot web`"),
+            "telegram_bot_token": ("TELEGRAM_BOT_TOKEN", ":" in self.telegram_bot_token, "must be set to the bot token from @BotFather"),
+            "discord_bot_token": ("DISCORD_BOT_TOKEN", bool(self.discord_bot_token), "must be set to the bot token from the Discord developer portal"),
         }
         for name in names:
             env_name, ok, why = checks[name]

@@ -32,7 +32,7 @@ def test_every_setting_is_documented():
     from stembot.settings import Settings
 
     source = (ROOT / "stembot" / "settings.py").read_text()
-    used = set(re.findall(r'"((?:STEMBOT|REDIS)_[A-Z0-9_]*|REDIS_URL)"', source))
+    used = set(re.findall(r'"((?:STEMBOT|TELEGRAM|DISCORD)_[A-Z0-9_]*|REDIS_URL)"', source))
     assert used, "no settings found"
     missing = used - env_example_names()
     assert not missing, f"not in .env.example: {sorted(missing)}"

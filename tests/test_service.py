@@ -229,3 +229,25 @@ async def test_twenty_concurrent_submissions_by_one_free_user(service_settings, 
     accepted = [o for o in outcomes if isinstance(o, JobHandle)]
     assert len(accepted) == 1
     assert all(o.code == "quota" for o in outcomes if isinstance(o, Refusal))
+
+
+async def test_grants_links_and_guild_settings(service, song_bytes):
+    carol_tg = UserIdentity("telegram", "3003", "Carol")
+    carol_dc = UserIdentity("discord", "4004", "Carol#1", holds_pro_role=False)
+    assert await service.pro_status(carol_tg) is None
+    grant = await service.grant_pro("telegram:1", carol_tg, days=7)
+    assert grant.until is not None
+    assert (await service.quota(carol_tg)).limit == 20
+    assert await service.revoke_pro(carol_tg) is True
+    assert (await service.quota(carol_tg)).limit == 1
+
+    code = await service.link_code(carol_tg)
+    message = await service.redeem_link_code(carol_dc, code.code.lower())
+    assert "Linked" in message
+    assert "Linked" not in await service.redeem_link_code(carol_dc, code.code)  # single use
+    await service.grant_pro("discord:admin", carol_dc)
+    assert (await service.quota(carol_tg)).pro  # Pro on Discord counts on Telegram
+
+    await service.set_guild_setting(77, "pro_role_id", "555")
+    assert await service.guild_setting(77, "pro_role_id") == "555"
+    assert await service.queue_status() == {"waiting": 0, "running": 0}
