@@ -12,12 +12,12 @@ from arq.worker import Worker
 from separation_worker.worker import worker_settings
 
 REDIS_BASE = "redis://127.0.0.1:6379"
-TEST_REDIS_DB = 11  # keep tests away from db 0
+TEST_REDIS_DB = 11  # keep tests away from db 0; the Telegram tests use 14, the Discord tests 13
 
 
-def service_env(data_dir, model_dir, **extra) -> dict[str, str]:
+def service_env(data_dir, model_dir, redis_db: int = TEST_REDIS_DB, **extra) -> dict[str, str]:
     env = {
-        "REDIS_URL": f"{REDIS_BASE}/{TEST_REDIS_DB}",
+        "REDIS_URL": f"{REDIS_BASE}/{redis_db}",
         "STEMBOT_DATA_DIR": str(data_dir),
         "STEMBOT_MODEL_DIR": str(model_dir),
         "STEMBOT_DEVICE": "cpu",
@@ -30,8 +30,8 @@ def service_env(data_dir, model_dir, **extra) -> dict[str, str]:
     return env
 
 
-async def flush_test_redis() -> None:
-    client = aioredis.from_url(f"{REDIS_BASE}/{TEST_REDIS_DB}")
+async def flush_test_redis(redis_db: int = TEST_REDIS_DB) -> None:
+    client = aioredis.from_url(f"{REDIS_BASE}/{redis_db}")
     await client.flushdb()
     await client.aclose()
 
