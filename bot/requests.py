@@ -65,6 +65,7 @@ class StemFile:
     size_bytes: int
     url: str  # signed download link, valid until JobResult.expires_at
     silent: bool = False
+    lossless_url: str | None = None  # the same stem as FLAC, when the worker made one
 
 
 @dataclass(frozen=True)

@@ -278,9 +278,17 @@ class SeparationService:
         expires_at = job.finished_at + timedelta(hours=self.settings.file_ttl_hours)  # type: ignore[operator]
         stems = []
         for name, stem in data["stems"].items():
-            path = self.files.path_of(job_id, stem["file"])
+            flac = (stem.get("files") or {}).get("flac")
             stems.append(
-                StemFile(name, stem["file"], path, stem["size_bytes"], self._link(job_id, stem["file"], expires_at), stem.get("silent", False))
+                StemFile(
+                    name=name,
+                    filename=stem["file"],
+                    path=self.files.path_of(job_id, stem["file"]),
+                    size_bytes=stem["size_bytes"],
+                    url=self._link(job_id, stem["file"], expires_at),
+                    silent=stem.get("silent", False),
+                    lossless_url=self._link(job_id, flac["file"], expires_at) if flac else None,
+                )
             )
         analysis = MusicalAnalysis(**{k: data.get(k) for k in ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")})
         return JobResult(

@@ -29,6 +29,8 @@ from .progress_bus import STAGE_TO_STATE, ProgressPublisher
 log = logging.getLogger(__name__)
 
 OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
+# MP3 plays inline in chats and fits upload limits; FLAC is the lossless download.
+SERVICE_FORMATS = ("mp3", "flac")
 TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
 
 
@@ -105,6 +107,7 @@ class JobRunner:
                 out_dir,
                 self.engine,
                 self.settings,
+                fmt=SERVICE_FORMATS,
                 progress=on_progress,
                 allow_private_urls=self.settings.allow_private_urls,
             )

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -33,19 +33,20 @@ def separate_song(
     out_dir: Path,
     engine: SeparationEngine,
     settings,
-    fmt: str | None = None,
+    fmt: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     allow_private_urls: bool = True,
 ) -> SeparationResult:
-    """Separate one song into loudness-normalized stems in `out_dir`.
+    """Separate one song into loudness-normalized stems in `out_dir`, in one format or several.
 
     Raises InputError (with a user-facing message) for bad input; then nothing is left in `out_dir`.
     `progress` may raise to abort the job (a timeout, a cancellation): the exception propagates.
     `allow_private_urls` is for a local user's own links; a public service passes its setting.
     """
-    fmt = (fmt or settings.output_format).lower()
-    if fmt not in audio_io.ENCODER_ARGS:
-        raise ValueError(f"unknown output format {fmt!r}")
+    formats = [f.lower() for f in ([fmt] if isinstance(fmt, str) else fmt or [settings.output_format])]
+    unknown = [f for f in formats if f not in audio_io.ENCODER_ARGS]
+    if unknown or not formats:
+        raise ValueError(f"unknown output format(s) {unknown!r}")
     emit = progress or ignore
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -74,7 +75,7 @@ def separate_song(
                 samples,
                 audio_io.SAMPLE_RATE,
                 target_lufs=settings.loudness_target_lufs,
-                ceiling_dbtp=settings.true_peak_ceiling_dbtp - _codec_headroom(fmt),
+                ceiling_dbtp=settings.true_peak_ceiling_dbtp - max(_codec_headroom(f) for f in formats),
                 max_gain_db=settings.max_gain_db,
                 silence_lufs=settings.silence_lufs,
                 reference_lufs=mix_lufs,
@@ -90,11 +91,13 @@ def separate_song(
         with _stage(timings, "encode"):
             emit(ProgressEvent("encode", 0.0))
             title = safe_title(audio.title)
-            paths = {name: target / f"{title} ({STEM_LABELS[name]}).{fmt}" for name in normalized}
+            paths = {
+                (name, f): target / f"{title} ({STEM_LABELS[name]}).{f}" for name in normalized for f in formats
+            }
             with ThreadPoolExecutor(max_workers=len(paths)) as pool:  # ffmpeg runs in its own processes
                 jobs = [
-                    pool.submit(audio_io.encode, normalized[name][0], path, fmt, f"{audio.title} — {STEM_LABELS[name]}")
-                    for name, path in paths.items()
+                    pool.submit(audio_io.encode, normalized[name][0], path, f, f"{audio.title} — {STEM_LABELS[name]}")
+                    for (name, f), path in paths.items()
                 ]
                 for job in jobs:
                     job.result()
@@ -105,8 +108,10 @@ def separate_song(
             source=source_label,
             duration=audio.duration,
             sample_rate=audio_io.SAMPLE_RATE,
-            format=fmt,
-            stems=[Stem(name, paths[name], normalized[name][1]) for name in normalized],
+            format=formats[0],
+            stems=[
+                Stem(name, {f: paths[name, f] for f in formats}, normalized[name][1]) for name in normalized
+            ],
             models=engine.describe(),
             device=str(engine.run.device),
             precision=engine.run.precision,

@@ -14,8 +14,12 @@ RESULT_FILE = "result.json"
 @dataclass(frozen=True)
 class Stem:
     name: str  # "vocals" | "instrumental"
-    path: Path
+    paths: dict[str, Path]  # format -> file; the first is the primary one
     loudness: LoudnessReport
+
+    @property
+    def path(self) -> Path:
+        return next(iter(self.paths.values()))
 
     @property
     def size_bytes(self) -> int:
@@ -25,6 +29,7 @@ class Stem:
         return {
             "file": self.path.name,
             "size_bytes": self.size_bytes,
+            "files": {fmt: {"file": p.name, "size_bytes": p.stat().st_size} for fmt, p in self.paths.items()},
             "silent": self.loudness.silent,
             "loudness": self.loudness.to_dict(),
         }

@@ -70,6 +70,7 @@ async def test_submit_queue_worker_result(service, service_settings, engine, son
         assert stem.path.is_file() and stem.size_bytes == stem.path.stat().st_size
         assert audio_io.decode(stem.path, 60).samples.shape == (2, pytest.approx(3 * 44100, abs=64))
         assert stem.url.startswith("http://files.test/d/" + handle.job_id + "/")
+        assert stem.filename.endswith(".mp3") and stem.lossless_url and ".flac?" in stem.lossless_url
     assert "BPM" in result.summary
     # The upload is gone once the stems exist.
     assert not any(n.startswith("incoming/") for n in service.files.list_files(handle.job_id))
