@@ -19,6 +19,7 @@ from typing import AsyncIterator
 from urllib.parse import urlparse
 
 from bot.links import sign_link
+from bot.progress_text import until_text
 from bot.requests import (
     JobHandle,
     JobResult,
@@ -197,7 +198,7 @@ class SeparationService:
     def _quota_refusal(self, pro: bool, decision) -> Refusal:
         when = decision.next_free_at
         plan = "Pro" if pro else "Free"
-        wait = f" Your next song frees up in {_until(when, self.clock.now())}." if when else ""
+        wait = f" Your next song frees up in {until_text(when, self.clock.now())}." if when else ""
         upsell = "" if pro else " Pro members get 20 songs a day."
         return Refusal(
             "quota",
@@ -345,8 +346,3 @@ class SeparationService:
 def new_job_id() -> str:
     return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
-
-def _until(when: datetime, now: datetime) -> str:
-    minutes = max(1, int((when - now).total_seconds() // 60) + 1)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

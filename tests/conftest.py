@@ -55,8 +55,8 @@ def settings(model_dir) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def engine(settings) -> SeparationEngine:
-    engine = SeparationEngine(DEFAULT_ENSEMBLE, settings.model_dir, run_config("cpu"))
+def engine(model_dir) -> SeparationEngine:
+    engine = SeparationEngine(DEFAULT_ENSEMBLE, model_dir, run_config("cpu"))
     engine.load(allow_download=False)
     return engine
 

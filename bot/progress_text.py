@@ -1,0 +1,40 @@
+"""Platform-neutral wording of job progress and results (the chat adapters add their own markup)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from separation_worker.progress_bus import JobEvent
+
+
+def describe(event: JobEvent) -> str:
+    """One status line for a progress event, e.g. "Separating… 45 %"."""
+    percent = f" {round(event.fraction * 100)} %" if 0 < event.fraction < 1 else ""
+    if event.state == "queued":
+        return f"⏳ In the queue: #{event.position}" if event.position else "⏳ Waiting for a free worker…"
+    return {
+        "downloading": "⬇️ Getting your audio…",
+        "separating": f"🎛 Separating vocals and instrumental…{percent}",
+        "analyzing": "🎼 Analyzing BPM and key…",
+        "encoding": "📦 Encoding the stems…",
+        "done": "✅ Done!",
+        "failed": f"❌ {event.message or 'Something went wrong.'}",
+        "cancelled": "🚫 Cancelled. Your quota was not charged.",
+        "expired": "⌛ This job's files have expired.",
+    }.get(event.state, event.state)
+
+
+UPLOADING = "📤 Uploading the stems…"
+
+
+def duration_text(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def until_text(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "now"
+    minutes = max(1, int((when - now).total_seconds() // 60) + 1)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

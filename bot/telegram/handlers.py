@@ -1,0 +1,193 @@
+"""Telegram handlers: parse the update, call the service, answer. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Message, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+
+from bot.progress_text import until_text
+from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
+from bot.service import SeparationService
+
+from . import texts
+from .delivery import Deliveries, Destination
+from .sources import addressed_to_bot, is_media_document, link_in, media_of
+
+log = logging.getLogger(__name__)
+
+CLOUD_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what getFile serves from the cloud Bot API
+MEDIA = filters.AUDIO | filters.VOICE | filters.VIDEO | filters.VIDEO_NOTE | filters.Document.ALL
+
+
+class TelegramFrontend:
+    def __init__(self, settings, service: SeparationService, deliveries: Deliveries):
+        self.settings = settings
+        self.service = service
+        self.deliveries = deliveries
+        self.cloud_api = settings.telegram_api_base_url.rstrip("/") == "https://api.telegram.org"
+
+    def register(self, app: Application) -> None:
+        commands = {
+            "start": self.help, "help": self.help, "quota": self.quota, "pro": self.pro, "link": self.link,
+            "cancel": self.cancel, "grant": self.grant, "revoke": self.revoke,
+        }
+        for name, callback in commands.items():
+            app.add_handler(CommandHandler(name, callback))
+        app.add_handler(MessageHandler(MEDIA, self.on_media))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_error_handler(self.on_error)
+
+    # -- songs ---------------------------------------------------------------------------
+
+    async def on_media(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if not self._addressed(message, context):
+            return
+        if message.document and not is_media_document(message):
+            await message.reply_text(texts.NOT_AUDIO_DOCUMENT)
+            return
+        media = media_of(message)
+        if media.size and media.size > self.settings.max_input_bytes:
+            await message.reply_text(f"That file is larger than the {self.settings.max_input_bytes // 2**20} MB limit.")
+            return
+        if self.cloud_api and media.size and media.size > CLOUD_DOWNLOAD_LIMIT:
+            await message.reply_text(texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20))
+            return
+        status = await message.reply_text(texts.RECEIVED)
+        try:
+            telegram_file = await context.bot.get_file(media.file_id)
+            data = bytes(await telegram_file.download_as_bytearray())
+        except BadRequest as exc:
+            text = texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20) if "too big" in str(exc).lower() else f"I couldn't download that file from Telegram ({exc.message})."
+            await status.edit_text(text)
+            return
+        await self._submit(message, status, UploadSource(media.filename, data=data))
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if not self._addressed(message, context):
+            return
+        url = link_in(message)
+        if url is None:
+            if message.chat.type == "private":
+                await message.reply_text(texts.NEED_SOURCE)
+            return
+        status = await message.reply_text(texts.RECEIVED)
+        await self._submit(message, status, LinkSource(url))
+
+    async def _submit(self, message: Message, status: Message, source) -> None:
+        where = Destination(message.chat_id, status.message_id, message.message_id)
+        outcome = await self.service.submit(self._who(message), source, delivery=where.to_delivery())
+        if not isinstance(outcome, JobHandle):
+            await status.edit_text(outcome.message)
+            return
+        position = f"#{outcome.position}" if outcome.position else "next"
+        await status.edit_text(f"⏳ In the queue: {position}")
+        self.deliveries.follow(outcome.job_id, where)
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        s = self.settings
+        await update.effective_message.reply_text(
+            texts.HELP.format(free=s.free_songs_per_day, pro=s.pro_songs_per_day, minutes=int(s.max_duration_seconds // 60),
+                              download_mb=CLOUD_DOWNLOAD_LIMIT // 2**20 if self.cloud_api else s.max_input_bytes // 2**20),
+            parse_mode=ParseMode.HTML,
+        )
+
+    async def quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        info = await self.service.quota(self._who(update.effective_message))
+        await update.effective_message.reply_text(
+            texts.quota(info, until_text(info.next_free_at, self.service.clock.now())), parse_mode=ParseMode.HTML
+        )
+
+    async def pro(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        reason = await self.service.pro_status(self._who(update.effective_message))
+        status = f"⭐ Pro ({reason.value.replace('_', ' ')})" if reason else texts.NOT_PRO
+        await update.effective_message.reply_text(
+            texts.PRO.format(pro=self.settings.pro_songs_per_day, free=self.settings.free_songs_per_day, status=status),
+            parse_mode=ParseMode.HTML,
+        )
+
+    async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = self._who(message)
+        if context.args:  # a code made by the Discord bot
+            await message.reply_text(await self.service.redeem_link_code(who, context.args[0]))
+            return
+        code = await self.service.link_code(who)
+        minutes = max(1, round((code.expires_at - self.service.clock.now()).total_seconds() / 60))
+        await message.reply_text(
+            f"Your link code: <code>{code.code}</code>\nIn our Discord server, run <code>/link code:{code.code}</code> "
+            f"within {minutes} minutes. Then Pro on either account counts on both.",
+            parse_mode=ParseMode.HTML,
+        )
+
+    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        cancelled = await self.service.cancel(self._who(update.effective_message))
+        await update.effective_message.reply_text(
+            "🚫 Cancelled. Your quota was not charged." if cancelled else texts.NOTHING_TO_CANCEL
+        )
+
+    async def grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if not self._is_admin(message):
+            await message.reply_text(texts.NOT_ADMIN)
+            return
+        target, rest = self._target(message, context.args or [])
+        if target is None:
+            await message.reply_text(texts.GRANT_USAGE)
+            return
+        try:
+            days = float(rest[0]) if rest else None
+        except ValueError:
+            await message.reply_text(texts.GRANT_USAGE)
+            return
+        grant = await self.service.grant_pro(f"telegram:{message.from_user.id}", target, days)
+        until = f" until {grant.until:%Y-%m-%d %H:%M} UTC" if grant.until else ""
+        await message.reply_text(f"⭐ User {target.user_id} is Pro{until}.")
+
+    async def revoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if not self._is_admin(message):
+            await message.reply_text(texts.NOT_ADMIN)
+            return
+        target, _ = self._target(message, context.args or [])
+        if target is None:
+            await message.reply_text(texts.REVOKE_USAGE)
+            return
+        revoked = await self.service.revoke_pro(target)
+        await message.reply_text(f"User {target.user_id}'s Pro grant was revoked." if revoked else f"User {target.user_id} had no Pro grant.")
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("handler failed: %s", context.error, exc_info=context.error)
+        if isinstance(update, Update) and update.effective_message:
+            try:
+                await update.effective_message.reply_text("Something went wrong on my side. Please try again in a moment.")
+            except Exception:  # the reply itself failed (e.g. the chat is gone): nothing more to do
+                pass
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _addressed(self, message: Message | None, context: ContextTypes.DEFAULT_TYPE) -> bool:
+        return message is not None and addressed_to_bot(message, context.bot.id, context.bot.username)
+
+    def _who(self, message: Message) -> UserIdentity:
+        user = message.from_user
+        return UserIdentity("telegram", str(user.id), user.full_name or user.username or "")
+
+    def _is_admin(self, message: Message) -> bool:
+        return message.from_user is not None and message.from_user.id in self.settings.telegram_admin_ids
+
+    def _target(self, message: Message, args: list[str]) -> tuple[UserIdentity | None, list[str]]:
+        """The user an admin command is about: a replied-to message's author, or a numeric id argument."""
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and not replied.from_user.is_bot:
+            return UserIdentity("telegram", str(replied.from_user.id), replied.from_user.full_name), args
+        if args and args[0].lstrip("-").isdigit():
+            return UserIdentity("telegram", args[0]), args[1:]
+        return None, args

@@ -1,0 +1,73 @@
+"""What the Telegram bot says (HTML parse mode)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from bot.progress_text import duration_text
+from bot.requests import JobResult, QuotaInfo
+
+HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
+
+<b>Send me</b> an audio file, a voice note, a video, or a link (YouTube, TikTok, SoundCloud, any direct link to an audio file).
+You get both stems as audio messages, <code>128 BPM · A minor (8A)</code>, and lossless downloads for 24 hours.
+
+<b>Limits</b>: Free: {free} song a day · Pro: {pro} songs a day · songs up to {minutes} minutes · files I can download from Telegram: up to {download_mb} MB (send a link for bigger ones).
+
+<b>Commands</b>
+/quota — songs left today
+/pro — how to get Pro
+/link — use your Discord Pro role here too
+/cancel — cancel your queued song (not charged)
+/help — this message
+
+Your files are deleted 24 hours after your song is done, and never used for anything else."""
+
+PRO = """⭐ <b>StemBot Pro</b>: {pro} songs a day instead of {free}.
+
+Become a patron on Patreon and join our Discord server: Patreon gives you the Pro role there, and StemBot counts it.
+Already Pro on Discord? Send /link here and enter the code in Discord with <code>/link</code>.
+
+Your status: {status}."""
+
+NOT_PRO = "Free"
+ADDRESSED_IN_GROUPS = "In groups, reply to me or mention me with your file or link."
+NOT_ADMIN = "Only StemBot admins can do that."
+NOTHING_TO_CANCEL = "You have no song waiting in the queue."
+GRANT_USAGE = "Usage: /grant <user id> [days] (or reply to the user's message)."
+REVOKE_USAGE = "Usage: /revoke <user id> (or reply to the user's message)."
+NEED_SOURCE = "Send me an audio file, a voice note, a video, or a link to a song."
+TOO_BIG_FOR_TELEGRAM = (
+    "That file is bigger than the {limit} MB Telegram lets bots download. "
+    "Send me a link to it instead (YouTube, SoundCloud, Dropbox, …)."
+)
+NOT_AUDIO_DOCUMENT = "That file doesn't look like audio or video. Send me an audio file, a video, or a link."
+RECEIVED = "📥 Got it, checking your song…"
+
+
+def quota(info: QuotaInfo, wait: str) -> str:
+    plan = "⭐ Pro" if info.pro else "Free"
+    lines = [f"<b>{plan}</b>: {info.remaining} of {info.limit} song{'s' if info.limit != 1 else ''} left today."]
+    if info.next_free_at is not None:
+        lines.append(f"Your next song frees up in {wait}.")
+    if not info.pro:
+        lines.append("Pro gives you 20 songs a day: /pro")
+    return "\n".join(lines)
+
+
+def summary(result: JobResult, links_only: list[str]) -> str:
+    lines = [f"🎧 <b>{escape(result.title)}</b> · {duration_text(result.duration)}", escape(result.summary)]
+    downloads = " · ".join(
+        f'<a href="{escape(stem.lossless_url or stem.url)}">{stem.name.capitalize()}</a>' for stem in result.stems
+    )
+    lines.append(f"Lossless downloads (24 h): {downloads}")
+    if links_only:
+        lines.append(f"{', '.join(links_only)} too big to send here; use the links above.")
+    silent = [s.name for s in result.stems if s.silent]
+    if silent:
+        lines.append(f"({', '.join(silent).capitalize()} is nearly silent in this song.)")
+    return "\n".join(lines)
+
+
+def stem_title(result: JobResult, stem_name: str) -> str:
+    return f"{result.title} — {stem_name.capitalize()}"
