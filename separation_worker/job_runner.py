@@ -110,6 +110,7 @@ class JobRunner:
                 fmt=SERVICE_FORMATS,
                 progress=on_progress,
                 allow_private_urls=self.settings.allow_private_urls,
+                keep_original=True,  # the results page plays it beside the stems
             )
         )
         self._remove_inputs(job.id)  # the upload is no longer needed

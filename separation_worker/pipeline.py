@@ -36,12 +36,14 @@ def separate_song(
     fmt: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     allow_private_urls: bool = True,
+    keep_original: bool = False,
 ) -> SeparationResult:
     """Separate one song into loudness-normalized stems in `out_dir`, in one format or several.
 
     Raises InputError (with a user-facing message) for bad input; then nothing is left in `out_dir`.
     `progress` may raise to abort the job (a timeout, a cancellation): the exception propagates.
     `allow_private_urls` is for a local user's own links; a public service passes its setting.
+    `keep_original` also writes the input as `<title> (Original).<first format>` (to compare against).
     """
     formats = [f.lower() for f in ([fmt] if isinstance(fmt, str) else fmt or [settings.output_format])]
     unknown = [f for f in formats if f not in audio_io.ENCODER_ARGS]
@@ -94,11 +96,14 @@ def separate_song(
             paths = {
                 (name, f): target / f"{title} ({STEM_LABELS[name]}).{f}" for name in normalized for f in formats
             }
-            with ThreadPoolExecutor(max_workers=len(paths)) as pool:  # ffmpeg runs in its own processes
+            original = target / f"{title} (Original).{formats[0]}" if keep_original else None
+            with ThreadPoolExecutor(max_workers=len(paths) + 1) as pool:  # ffmpeg runs in its own processes
                 jobs = [
                     pool.submit(audio_io.encode, normalized[name][0], path, f, f"{audio.title} — {STEM_LABELS[name]}")
                     for (name, f), path in paths.items()
                 ]
+                if original is not None:
+                    jobs.append(pool.submit(audio_io.encode, audio.samples, original, formats[0], audio.title))
                 for job in jobs:
                     job.result()
             emit(ProgressEvent("encode", 1.0))
@@ -118,6 +123,7 @@ def separate_song(
             timings=timings,
             analysis=analysis,
             out_dir=target,
+            original=original,
         )
         result.write_json()
     return result

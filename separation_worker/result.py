@@ -49,6 +49,7 @@ class SeparationResult:
     timings: dict[str, float]
     analysis: dict  # bpm, bpm_confidence, key, camelot, key_confidence
     out_dir: Path = field(default_factory=Path)
+    original: Path | None = None  # the input, encoded, when kept for comparison
 
     def stem(self, name: str) -> Stem:
         return next(s for s in self.stems if s.name == name)
@@ -66,6 +67,8 @@ class SeparationResult:
             "precision": self.precision,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if self.original is not None:
+            data["original"] = {"file": self.original.name, "size_bytes": self.original.stat().st_size}
         data.update(self.analysis)
         return data
 

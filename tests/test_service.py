@@ -72,6 +72,8 @@ async def test_submit_queue_worker_result(service, service_settings, engine, son
         assert stem.url.startswith("http://files.test/d/" + handle.job_id + "/")
         assert stem.filename.endswith(".mp3") and stem.lossless_url and ".flac?" in stem.lossless_url
     assert "BPM" in result.summary
+    original = result.raw["original"]["file"]
+    assert original == "Test Song (Original).mp3" and service.files.path_of(handle.job_id, original).is_file()
     # The upload is gone once the stems exist.
     assert not any(n.startswith("incoming/") for n in service.files.list_files(handle.job_id))
     assert await service.claim_delivery(handle.job_id) is True
