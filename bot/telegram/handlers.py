@@ -135,13 +135,10 @@ class TelegramFrontend:
 
     async def grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if not self._is_admin(message):
-            await message.reply_text(texts.NOT_ADMIN)
+        found = await self._admin_target(message, context.args or [], texts.GRANT_USAGE)
+        if found is None:
             return
-        target, rest = self._target(message, context.args or [])
-        if target is None:
-            await message.reply_text(texts.GRANT_USAGE)
-            return
+        target, rest = found
         try:
             days = float(rest[0]) if rest else None
         except ValueError:
@@ -153,13 +150,10 @@ class TelegramFrontend:
 
     async def revoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if not self._is_admin(message):
-            await message.reply_text(texts.NOT_ADMIN)
+        found = await self._admin_target(message, context.args or [], texts.REVOKE_USAGE)
+        if found is None:
             return
-        target, _ = self._target(message, context.args or [])
-        if target is None:
-            await message.reply_text(texts.REVOKE_USAGE)
-            return
+        target, _ = found
         revoked = await self.service.revoke_pro(target)
         await message.reply_text(f"User {target.user_id}'s Pro grant was revoked." if revoked else f"User {target.user_id} had no Pro grant.")
 
@@ -182,6 +176,17 @@ class TelegramFrontend:
 
     def _is_admin(self, message: Message) -> bool:
         return message.from_user is not None and message.from_user.id in self.settings.telegram_admin_ids
+
+    async def _admin_target(self, message: Message, args: list[str], usage: str) -> tuple[UserIdentity, list[str]] | None:
+        """For admin commands: the target user and the remaining arguments, after answering refusals."""
+        if not self._is_admin(message):
+            await message.reply_text(texts.NOT_ADMIN)
+            return None
+        target, rest = self._target(message, args)
+        if target is None:
+            await message.reply_text(usage)
+            return None
+        return target, rest
 
     def _target(self, message: Message, args: list[str]) -> tuple[UserIdentity | None, list[str]]:
         """The user an admin command is about: a replied-to message's author, or a numeric id argument."""
