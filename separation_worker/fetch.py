@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from .egress_guard import EgressGuard, Policy, public_only
 from .errors import InputError
 
 SOCKET_TIMEOUT_S = 20
+PRIVATE_ADDRESS = "That link points to a private or local address, which I can't fetch."
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,41 @@ def fetch(
     max_duration_seconds: float,
     progress: Callable[[float], None] | None = None,
     allow_private: bool = False,
+    egress_policy: Policy | None = None,
 ) -> FetchedMedia:
-    """Download the single media item at `url` into `dest_dir`; InputError for anything a user got wrong."""
-    import yt_dlp
-    from yt_dlp.utils import DownloadError
+    """Download the single media item at `url` into `dest_dir`; InputError for anything a user got wrong.
 
+    Unless `allow_private`, every connection (redirects included) goes through an EgressGuard that
+    refuses private destinations when it connects; `egress_policy` replaces its policy (tests).
+    """
     parsed = urlparse(url)
     if parsed.scheme.lower() not in {"http", "https"} or not parsed.hostname:
         raise InputError("Only http(s) links are supported.")
-    if not allow_private:
-        refuse_private_host(parsed.hostname)
+    policy = egress_policy or (None if allow_private else public_only)
+    if policy is None:
+        return _fetch(url, dest_dir, max_bytes, max_duration_seconds, progress, None)
+    port = parsed.port or (443 if parsed.scheme.lower() == "https" else 80)
+    refuse_private_host(parsed.hostname, policy, port)  # fail fast with a clear message
+    with EgressGuard(policy) as guard:
+        try:
+            return _fetch(url, dest_dir, max_bytes, max_duration_seconds, progress, guard.url)
+        except InputError:
+            if guard.refused:
+                raise InputError(PRIVATE_ADDRESS) from None
+            raise
+
+
+def _fetch(
+    url: str,
+    dest_dir: Path,
+    max_bytes: int,
+    max_duration_seconds: float,
+    progress: Callable[[float], None] | None,
+    proxy: str | None,
+) -> FetchedMedia:
+    import yt_dlp
+    from yt_dlp.utils import DownloadError
+
     dest_dir.mkdir(parents=True, exist_ok=True)
 
     def hook(status: dict) -> None:
@@ -73,6 +100,8 @@ def fetch(
         "overwrites": True,
         "cachedir": False,
     }
+    if proxy:
+        options["proxy"] = proxy
     try:
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=False, process=False)
@@ -103,16 +132,15 @@ def fetch(
     return FetchedMedia(path=files[0], title=str(title), url=url, from_page=extractor.lower() != "generic")
 
 
-def refuse_private_host(hostname: str) -> None:
-    """InputError unless every address `hostname` resolves to is public (no loopback, private, link-local...)."""
+def refuse_private_host(hostname: str, policy: Policy = public_only, port: int = 443) -> None:
+    """InputError unless every address `hostname` resolves to passes `policy` (by default: public addresses only)."""
     try:
         infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         raise InputError("I couldn't find that website; check the link.") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise InputError("That link points to a private or local address, which I can't fetch.")
+        if not policy(ipaddress.ip_address(info[4][0].split("%")[0]), port):
+            raise InputError(PRIVATE_ADDRESS)
 
 
 def _remove_partial(dest_dir: Path) -> None:
