@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from typing import AsyncIterator
 from urllib.parse import urlparse
 
 from bot.links import sign_link
-from bot.progress_text import until_text
+from bot.progress_text import duration_text, until_text
 from bot.requests import (
     JobHandle,
     JobResult,
@@ -64,6 +65,7 @@ from storage import (
     is_pro,
     list_jobs,
     list_undelivered,
+    list_user_jobs,
     mark_delivered,
     quota_status,
     record_pro_role,
@@ -73,6 +75,7 @@ from storage import (
 log = logging.getLogger(__name__)
 
 POSITION_POLL_S = 2.0
+MINUTES_PER_JOB = 0.5  # rough GPU time per song, for "try again in N min"
 
 
 class SeparationService:
@@ -126,13 +129,14 @@ class SeparationService:
 
     async def submit(self, who: UserIdentity, source: Source, delivery: object = None) -> JobHandle | Refusal:
         """Check, charge, store and queue one song; or refuse it, at no cost."""
-        refusal = await self._check_source(source)
-        if refusal:
-            return refusal
-        if len(await queue.waiting_ids(self.redis)) >= self.settings.max_queue:
-            return Refusal("queue_full", "The queue is full right now. Please try again in a few minutes.")
         user = await self._user(who)
         pro, limit = await self._limit(user.id, who)
+        max_duration = self.settings.max_duration_seconds
+        if not pro:
+            max_duration = min(max_duration, self.settings.max_duration_free_seconds)
+        refusal = await self._check_source(source, max_duration, pro) or await self._check_load(user.id, pro, limit)
+        if refusal:
+            return refusal
         job_id = new_job_id()
         label = source.url if isinstance(source, LinkSource) else source.filename
         acceptance = await accept_job(self.db, user.id, job_id, label, limit, delivery=delivery)
@@ -152,7 +156,35 @@ class SeparationService:
         await progress_bus.ProgressPublisher(self.redis, job_id).publish("queued", 0.0, position=position)
         return JobHandle(job_id, position, QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at))
 
-    async def _check_source(self, source: Source) -> Refusal | None:
+    async def _check_load(self, user_id: int, pro: bool, limit: int) -> Refusal | None:
+        """The user's quota (checked again, atomically, on acceptance), the global queue cap, and how many
+        songs one user may have in flight."""
+        decision = await quota_status(self.db, user_id, limit)
+        if not decision.accepted:
+            return self._quota_refusal(pro, decision)
+        waiting = len(await queue.waiting_ids(self.redis))
+        if waiting >= self.settings.max_queue:
+            running = len(await list_jobs(self.db, JobStatus.RUNNING))
+            minutes = max(1, math.ceil(waiting / max(running, 1) * MINUTES_PER_JOB))
+            return Refusal("queue_full", f"I'm very busy right now. Please try again in about {minutes} min.")
+        in_flight = [j for j in await list_user_jobs(self.db, user_id) if j.status in (JobStatus.QUEUED, JobStatus.RUNNING)]
+        allowed = self.settings.max_waiting_pro if pro else self.settings.max_waiting_free
+        if len(in_flight) >= allowed:
+            songs = "song" if allowed == 1 else "songs"
+            return Refusal("busy_user", f"You already have {len(in_flight)} {songs} in progress; send the next one when it's done.")
+        return None
+
+    async def allow_command(self, who: UserIdentity) -> Refusal | None:
+        """Per-user rate limit on commands and messages (a fixed one-minute window in Redis)."""
+        key = f"stembot:rate:{who.platform}:{who.user_id}:{int(self.clock.now().timestamp() // 60)}"
+        count = await self.redis.incr(key)
+        if count == 1:
+            await self.redis.expire(key, 120)
+        if count > self.settings.commands_per_minute:
+            return Refusal("rate_limited", "You're sending messages too fast. Please wait a minute.")
+        return None
+
+    async def _check_source(self, source: Source, max_duration: float, pro: bool) -> Refusal | None:
         if isinstance(source, LinkSource):
             parsed = urlparse(source.url.strip())
             if parsed.scheme.lower() not in {"http", "https"} or not parsed.hostname:
@@ -166,9 +198,9 @@ class SeparationService:
         size = len(source.data) if source.data is not None else (source.path.stat().st_size if source.path else 0)
         if size > self.settings.max_input_bytes:
             return Refusal("too_large", f"That file is larger than the {self.settings.max_input_bytes // (1024 * 1024)} MB limit.")
-        return await asyncio.to_thread(self._probe_upload, source)
+        return await asyncio.to_thread(self._probe_upload, source, max_duration, pro)
 
-    def _probe_upload(self, source: UploadSource) -> Refusal | None:
+    def _probe_upload(self, source: UploadSource, max_duration: float, pro: bool) -> Refusal | None:
         """Refuse files that aren't audio, or are too long, before they cost anything."""
         with tempfile.TemporaryDirectory(prefix="stembot-probe-") as tmp:
             path = source.path
@@ -182,9 +214,13 @@ class SeparationService:
             except InputError as exc:
                 return Refusal("not_audio", str(exc))
         duration = audio_io.declared_duration(info)
-        if duration is not None and duration > self.settings.max_duration_seconds + 1:
-            limit = int(self.settings.max_duration_seconds)
-            return Refusal("too_long", f"That song is {int(duration) // 60}:{int(duration) % 60:02d} long; the limit is {limit // 60}:{limit % 60:02d}.")
+        if duration is not None and duration > max_duration + 1:
+            limit = int(max_duration)
+            upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
+            return Refusal(
+                "too_long",
+                f"That song is {duration_text(duration)} long; the limit is {duration_text(limit)}{upsell}.",
+            )
         return None
 
     def _store_upload(self, job_id: str, source: UploadSource) -> None:

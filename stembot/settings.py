@@ -78,6 +78,10 @@ class Settings:
     job_timeout_factor: float = 3.0  # plus this many seconds per second of audio
     heartbeat_s: float = 10.0  # a dead worker's job is picked up again within 3 heartbeats
     max_queue: int = 200  # waiting jobs before new submissions are refused
+    max_waiting_free: int = 1  # a user's queued or running jobs at once
+    max_waiting_pro: int = 3
+    max_duration_free_seconds: float = 10 * 60  # Pro gets max_duration_seconds
+    commands_per_minute: int = 20  # per user, every command and message
     # Telegram
     telegram_bot_token: str = field(default="", repr=False)
     telegram_api_base_url: str = "https://api.telegram.org"
@@ -158,6 +162,10 @@ class Settings:
             "job_timeout_factor": ("STEMBOT_JOB_TIMEOUT_FACTOR", float, 0),
             "heartbeat_s": ("STEMBOT_HEARTBEAT_S", float, 0.1),
             "max_queue": ("STEMBOT_MAX_QUEUE", int, 1),
+            "max_waiting_free": ("STEMBOT_MAX_WAITING_FREE", int, 1),
+            "max_waiting_pro": ("STEMBOT_MAX_WAITING_PRO", int, 1),
+            "max_duration_free_seconds": ("STEMBOT_MAX_DURATION_FREE_SECONDS", float, 1),
+            "commands_per_minute": ("STEMBOT_COMMANDS_PER_MINUTE", int, 1),
         }
         for field_name, (env_name, kind, minimum) in numeric.items():
             raw = get(env_name)

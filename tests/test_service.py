@@ -231,7 +231,7 @@ async def test_twenty_concurrent_submissions_by_one_free_user(service_settings, 
             await s.close()
     accepted = [o for o in outcomes if isinstance(o, JobHandle)]
     assert len(accepted) == 1
-    assert all(o.code == "quota" for o in outcomes if isinstance(o, Refusal))
+    assert all(o.code in {"quota", "busy_user"} for o in outcomes if isinstance(o, Refusal))
 
 
 async def test_grants_links_and_guild_settings(service, song_bytes):
@@ -254,3 +254,22 @@ async def test_grants_links_and_guild_settings(service, song_bytes):
     await service.set_guild_setting(77, "pro_role_id", "555")
     assert await service.guild_setting(77, "pro_role_id") == "555"
     assert await service.queue_status() == {"waiting": 0, "running": 0}
+
+
+async def test_abuse_limits(tmp_path, model_dir, song_bytes):
+    await flush_test_redis()
+    settings = Settings.from_env(service_env(tmp_path / "data", model_dir, STEMBOT_MAX_DURATION_FREE_SECONDS=2,
+                                             STEMBOT_MAX_WAITING_PRO=2, STEMBOT_COMMANDS_PER_MINUTE=3, STEMBOT_MAX_QUEUE=3))
+    async with await SeparationService.start(settings) as service:
+        too_long = await service.submit(ALICE, UploadSource("in.mp3", data=song_bytes))  # 3 s > Free's 2 s
+        assert isinstance(too_long, Refusal) and too_long.code == "too_long" and "Pro" in too_long.message
+        assert isinstance(await service.submit(BOB, UploadSource("in.mp3", data=song_bytes)), JobHandle)  # Pro: 20 min
+        assert isinstance(await service.submit(BOB, UploadSource("in.mp3", data=song_bytes)), JobHandle)
+        busy = await service.submit(BOB, UploadSource("in.mp3", data=song_bytes))
+        assert isinstance(busy, Refusal) and busy.code == "busy_user"
+        carol = UserIdentity("discord", "7", holds_pro_role=True)
+        assert isinstance(await service.submit(carol, UploadSource("in.mp3", data=song_bytes)), JobHandle)
+        full = await service.submit(UserIdentity("discord", "8", holds_pro_role=True), UploadSource("in.mp3", data=song_bytes))
+        assert isinstance(full, Refusal) and full.code == "queue_full" and "min" in full.message
+        assert [await service.allow_command(ALICE) for _ in range(4)][-1].code == "rate_limited"
+        assert (await service.quota(ALICE)).used == 0

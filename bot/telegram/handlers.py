@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Awaitable, Callable
 
 from telegram import Message, Update
 from telegram.constants import ParseMode
@@ -18,6 +19,8 @@ from .delivery import Deliveries, Destination
 from .sources import addressed_to_bot, is_media_document, link_in, media_of
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 CLOUD_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what getFile serves from the cloud Bot API
 MEDIA = filters.AUDIO | filters.VOICE | filters.VIDEO | filters.VIDEO_NOTE | filters.Document.ALL
@@ -36,9 +39,9 @@ class TelegramFrontend:
             "cancel": self.cancel, "grant": self.grant, "revoke": self.revoke,
         }
         for name, callback in commands.items():
-            app.add_handler(CommandHandler(name, callback))
-        app.add_handler(MessageHandler(MEDIA, self.on_media))
-        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+            app.add_handler(CommandHandler(name, self._rate_limited(callback)))
+        app.add_handler(MessageHandler(MEDIA, self._rate_limited(self.on_media)))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._rate_limited(self.on_text)))
         app.add_error_handler(self.on_error)
 
     # -- songs ---------------------------------------------------------------------------
@@ -166,6 +169,18 @@ class TelegramFrontend:
                 pass
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _rate_limited(self, callback: Handler) -> Handler:
+        async def limited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.effective_message
+            if message is not None and message.from_user is not None and self._addressed(message, context):
+                refusal = await self.service.allow_command(self._who(message))
+                if refusal is not None:
+                    await message.reply_text(refusal.message)
+                    return
+            await callback(update, context)
+
+        return limited
 
     def _addressed(self, message: Message | None, context: ContextTypes.DEFAULT_TYPE) -> bool:
         return message is not None and addressed_to_bot(message, context.bot.id, context.bot.username)
