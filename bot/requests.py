@@ -81,4 +81,5 @@ class JobResult:
     models: list[dict]
     expires_at: datetime
     result_url: str | None = None  # result.json
+    page_url: str | None = None  # the results page (listen, compare, download), valid until expires_at
     raw: dict = field(default_factory=dict)

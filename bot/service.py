@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator
 from urllib.parse import urlparse
 
-from bot.links import sign_link
+from bot.links import sign_link, sign_page_link
 from bot.progress_text import duration_text, until_text
 from bot.requests import (
     JobHandle,
@@ -340,6 +340,7 @@ class SeparationService:
             models=data.get("models", []),
             expires_at=expires_at,
             result_url=self._link(job_id, "result.json", expires_at),
+            page_url=sign_page_link(self.settings.public_url, self.settings.secret_key, job_id, expires_at),
             raw=data,
         )
 

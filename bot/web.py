@@ -3,6 +3,8 @@
 Routes: `GET|HEAD /d/{job_id}/{filename}?e=<expires>&s=<signature>` (with Range support) and `GET /healthz`.
 Refusals say nothing: 403 for a malformed, forged or expired link (checked before touching the disk), 404 when a
 correctly signed link names no file.
+
+The results page (`/r/{job_id}?e=&s=`, its zip, waveforms and `/static/` assets) is `bot.web_pages`.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import asyncio
 import logging
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
-from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
 
 from bot.links import verify
+from bot.web_pages import ResultsPages
+from bot.web_pages.fs import attachment as _attachment
+from bot.web_pages.fs import locate as _locate
 from stembot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,26 +44,6 @@ def _utc_now() -> datetime:
 
 def _refuse(status: int) -> web.Response:
     return web.Response(status=status, text="forbidden" if status == 403 else "not found")
-
-
-def _locate(files_root: Path, job_id: str, filename: str) -> Path | None:
-    """The regular file `files_root/job_id/filename`, or None; whatever it resolves to must be in that folder."""
-    try:
-        root = files_root.resolve(strict=True)
-        job_dir = (root / job_id).resolve(strict=True)
-        path = (job_dir / filename).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, unreadable, or a symlink loop
-        return None
-    # The names were validated already; this also refuses symlinks that lead elsewhere.
-    if job_dir.parent != root or path.parent != job_dir or not path.is_file():
-        return None
-    return path
-
-
-def _attachment(filename: str) -> str:
-    # RFC 6266: modern clients take the exact UTF-8 `filename*`, old ones an ASCII approximation.
-    fallback = "".join(c if c.isascii() and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 class _FileResponse(web.FileResponse):
@@ -120,6 +103,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app = web.Application()
     app.router.add_get("/d/{job_id}/{filename}", download)
     app.router.add_get("/healthz", healthz)
+    ResultsPages(secret_key, files_root, settings.file_ttl_hours, now).register(app)
     return app
 
 

@@ -9,6 +9,8 @@ command -v ffmpeg >/dev/null || packages+=(ffmpeg)
 command -v fluidsynth >/dev/null || packages+=(fluidsynth)              # renders the BPM/key evaluation set
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || packages+=(fluid-soundfont-gm)
 command -v redis-server >/dev/null || packages+=(redis-server)          # the job queue (service and tests)
+command -v chromium >/dev/null || packages+=(chromium)                  # the results page's browser test
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

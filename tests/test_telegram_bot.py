@@ -90,6 +90,7 @@ async def test_audio_in_stems_out(fake, bot, worker, song, tmp_path):
         assert samples.shape[0] == 2 and samples.shape[1] == pytest.approx(3 * 44100, abs=2048)
     summary = next(m for m in messages if "BPM" in (m.text or ""))
     assert "Night Drive" in summary.text and "Lossless downloads" in summary.text and ".flac" in summary.text
+    assert "/r/" in summary.text  # the results page
 
 
 async def test_link_in_stems_out(fake, bot, worker, song, http_server):

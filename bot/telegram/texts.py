@@ -61,6 +61,8 @@ def summary(result: JobResult, links_only: list[str]) -> str:
         f'<a href="{escape(stem.lossless_url or stem.url)}">{stem.name.capitalize()}</a>' for stem in result.stems
     )
     lines.append(f"Lossless downloads (24 h): {downloads}")
+    if result.page_url:
+        lines.append(f'<a href="{escape(result.page_url)}">Listen, compare and download everything</a>')
     if links_only:
         lines.append(f"{', '.join(links_only)} too big to send here; use the links above.")
     silent = [s.name for s in result.stems if s.silent]
