@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from .commands import COMMANDS
+from . import redaction
 from .settings import Settings, SettingsError
 
 EXIT_BAD_INPUT = 2
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.verbose)
     try:
         settings = Settings.from_env()
+        redaction.install(redaction.secrets_of(settings))
         return int(args.handler(args, settings) or 0)
     except SettingsError as exc:
         print(f"stembot: {exc}", file=sys.stderr)

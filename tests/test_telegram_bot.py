@@ -198,3 +198,21 @@ async def test_restart_while_a_job_runs(fake, settings, engine, song):
     finally:
         await worker.stop()
     assert len([m for m in fake.messages(ALICE) if m.file_bytes]) == 2  # delivered once
+
+
+async def test_tokens_never_reach_the_logs(fake, settings, song, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # everything, httpx's request lines included
+    bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
+    await bot.start()
+    try:
+        fake.send_audio(ALICE, song)
+        fake.send_text(ALICE, "/quota")
+        await fake.wait_for(lambda: any("left today" in (m.text or "") for m in fake.messages(ALICE)))
+    finally:
+        await bot.stop()
+    text = caplog.text
+    assert "getUpdates" in text or "getMe" in text  # the request lines were logged...
+    for secret in (TOKEN, TOKEN.replace(":", "%3A"), settings.secret_key):
+        assert secret not in text  # ...without the secrets

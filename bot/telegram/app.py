@@ -10,6 +10,7 @@ from telegram import BotCommand
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.service import SeparationService
+from stembot import redaction
 
 from .delivery import Deliveries
 from .handlers import TelegramFrontend
@@ -28,6 +29,7 @@ COMMANDS = [
 class TelegramBot:
     def __init__(self, settings, edit_interval_s: float = 1.5, poll_timeout_s: int = 30):
         settings.require("telegram_bot_token", "secret_key", "public_url")
+        redaction.install(redaction.secrets_of(settings))
         self.settings = settings
         self.edit_interval_s = edit_interval_s
         self.poll_timeout_s = poll_timeout_s
