@@ -32,7 +32,7 @@ from bot.requests import (
     UploadSource,
     UserIdentity,
 )
-from separation_worker import audio_io, progress_bus, queue
+from separation_worker import audio_io, metrics, progress_bus, queue
 from separation_worker.analysis import MusicalAnalysis
 from separation_worker.errors import InputError
 from separation_worker.fetch import refuse_private_host
@@ -129,6 +129,12 @@ class SeparationService:
 
     async def submit(self, who: UserIdentity, source: Source, delivery: object = None) -> JobHandle | Refusal:
         """Check, charge, store and queue one song; or refuse it, at no cost."""
+        outcome = await self._submit(who, source, delivery)
+        if isinstance(outcome, Refusal):
+            await metrics.count(self.redis, f"refusals:{outcome.code}")
+        return outcome
+
+    async def _submit(self, who: UserIdentity, source: Source, delivery: object) -> JobHandle | Refusal:
         user = await self._user(who)
         pro, limit = await self._limit(user.id, who)
         max_duration = self.settings.max_duration_seconds

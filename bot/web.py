@@ -15,16 +15,21 @@ import re
 from datetime import datetime, timezone
 from typing import Callable
 
+import redis.asyncio as aioredis
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
+from redis.exceptions import RedisError
 
 from bot.links import verify
 from bot.web_pages import ResultsPages
 from bot.web_pages.fs import attachment as _attachment
 from bot.web_pages.fs import locate as _locate
+from separation_worker import metrics
 from stembot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+REDIS = web.AppKey("redis", aioredis.Redis)
 
 Clock = Callable[[], datetime]
 
@@ -100,9 +105,23 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def prometheus(request: web.Request) -> web.Response:
+        try:
+            values = await metrics.snapshot(request.app[REDIS])
+        except RedisError:
+            return web.Response(status=503, text="redis unavailable\n")
+        return web.Response(text=metrics.prometheus_text(values), content_type="text/plain", charset="utf-8")
+
+    async def redis_client(app: web.Application):
+        app[REDIS] = aioredis.from_url(settings.redis_url)
+        yield
+        await app[REDIS].aclose()
+
     app = web.Application()
+    app.cleanup_ctx.append(redis_client)
     app.router.add_get("/d/{job_id}/{filename}", download)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
     ResultsPages(secret_key, files_root, settings.file_ttl_hours, now).register(app)
     return app
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from storage import Database, FileStore, InvalidTransition, jobs
 from storage.models import Job, JobStatus
 
+from . import metrics
 from .engine import SeparationEngine
 from .errors import InputError
 from .fetch import is_url
@@ -82,6 +83,7 @@ class JobRunner:
             raise Retry(job_id) from None
         await jobs.finish_job(self.db, job_id, result)
         await publisher.publish("done", 1.0)
+        await metrics.record_job(self.redis, "done", result.get("timings"), result.get("duration", 0.0))
         return "done"
 
     async def _separate(self, job: Job, publisher: ProgressPublisher) -> dict:
@@ -126,6 +128,7 @@ class JobRunner:
         await jobs.fail_job(self.db, job_id, reason, refund=True)
         await asyncio.to_thread(self.files.delete_job_files, job_id)  # nothing outlives a failed job
         await publisher.publish("failed", 0.0, message=reason)
+        await metrics.record_job(self.redis, "failed")
         return "failed"
 
     def _remove_inputs(self, job_id: str) -> None:
