@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    settings.require("discord_bot_token", "secret_key", "public_url")
+    settings.require("discord_bot_token", "secret_key", "public_url")  # before importing discord.py: fail fast
     from bot.discord.app import run as run_bot
 
     logging.getLogger("bot").setLevel(logging.INFO)
