@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from separation_worker.audio_io import format_duration as duration_text
 from separation_worker.progress_bus import JobEvent
 
 
@@ -25,11 +26,6 @@ def describe(event: JobEvent) -> str:
 
 
 UPLOADING = "📤 Uploading the stems…"
-
-
-def duration_text(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 60}:{s % 60:02d}"
 
 
 def until_text(when: datetime | None, now: datetime) -> str:

@@ -120,12 +120,14 @@ def declared_duration(info: dict) -> float | None:
 
 
 def _too_long(duration: float, limit: float) -> str:
-    return f"That song is {_mmss(duration)} long; the limit is {_mmss(limit)}."
+    return f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}."
 
 
-def _mmss(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """3:25, or 1:02:03 past an hour."""
     seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def encode(samples: np.ndarray, path: Path, fmt: str, title: str | None = None) -> Path:

@@ -10,6 +10,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from .egress_guard import EgressGuard, Policy, public_only
+from .audio_io import format_duration
 from .errors import InputError
 
 SOCKET_TIMEOUT_S = 20
@@ -78,7 +79,7 @@ def _fetch(
 
     def hook(status: dict) -> None:
         downloaded = status.get("downloaded_bytes") or 0
-        if downloaded > max_bytes:
+        if downloaded > max_bytes or (status.get("total_bytes") or 0) > max_bytes:
             # max_filesize only works with a Content-Length header; this enforces the cap while streaming.
             raise _TooLarge()
         total = status.get("total_bytes") or status.get("total_bytes_estimate")
@@ -92,7 +93,6 @@ def _fetch(
         "noplaylist": True,
         "format": "bestaudio/best",
         "outtmpl": str(dest_dir / "source.%(ext)s"),
-        "max_filesize": max_bytes,
         "socket_timeout": SOCKET_TIMEOUT_S,
         "retries": 2,
         "progress_hooks": [hook],
@@ -112,8 +112,7 @@ def _fetch(
             duration = info.get("duration")
             if duration and duration > max_duration_seconds + 1:
                 raise InputError(
-                    f"That song is {int(duration) // 60}:{int(duration) % 60:02d} long; "
-                    f"the limit is {int(max_duration_seconds) // 60}:{int(max_duration_seconds) % 60:02d}."
+                    f"That song is {format_duration(duration)} long; the limit is {format_duration(max_duration_seconds)}."
                 )
             processed = ydl.process_ie_result(info, download=True)
     except _TooLarge:

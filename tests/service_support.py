@@ -12,7 +12,7 @@ from arq.worker import Worker
 from separation_worker.worker import worker_settings
 
 REDIS_BASE = "redis://127.0.0.1:6379"
-TEST_REDIS_DB = 11  # keep tests away from db 0; the Telegram tests use 14, the Discord tests 13
+TEST_REDIS_DB = 11  # keep tests away from db 0; others: 12 observability, 13 Discord, 14 Telegram, 15 catalogue
 
 
 def service_env(data_dir, model_dir, redis_db: int = TEST_REDIS_DB, **extra) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 from bot.links import valid_filename
 from bot.web_pages.fs import locate
 from separation_worker.analysis import MusicalAnalysis
+from separation_worker.audio_io import format_duration
 from separation_worker.result import RESULT_FILE
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def build_view(data: dict[str, Any], link: Link) -> ResultsView:
     return ResultsView(
         title=str(data.get("title") or "Untitled"),
         duration=duration,
-        duration_text=clock_text(duration),
+        duration_text=format_duration(duration),
         summary=analysis.summary(),
         tracks=tuple(tracks),
         zip_size=sum(size for _, size in _all_entries(data)),
@@ -111,14 +112,6 @@ def build_view(data: dict[str, Any], link: Link) -> ResultsView:
 def result_files(data: dict[str, Any]) -> list[str]:
     """Exactly the job's result files named by result.json (every stem format, the original, result.json itself)."""
     return [name for name, _ in _all_entries(data)]
-
-
-def clock_text(seconds: float) -> str:
-    """3:05, or 1:02:03 past an hour."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def size_text(size: int) -> str:

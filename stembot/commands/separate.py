@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from separation_worker.analysis import MusicalAnalysis
+from separation_worker.audio_io import format_duration
 from separation_worker.engine import SeparationEngine
 from separation_worker.errors import InputError
 from separation_worker.pipeline import separate_song
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace, settings) -> int:
         return 2
     finally:
         progress.close()
-    print(f"{result.title} · {_mmss(result.duration)} · {_summary(result.analysis)}")
+    print(f"{result.title} · {format_duration(result.duration)} · {_summary(result.analysis)}")
     for stem in result.stems:
         note = " (silent)" if stem.loudness.silent else ""
         print(f"  {stem.path}  {stem.size_bytes / 1e6:.1f} MB{note}")
@@ -49,8 +50,3 @@ def run(args: argparse.Namespace, settings) -> int:
 
 def _summary(analysis: dict) -> str:
     return MusicalAnalysis(**analysis).summary()
-
-
-def _mmss(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 60}:{s % 60:02d}"
