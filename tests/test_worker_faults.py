@@ -120,3 +120,37 @@ async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+async def test_disk_full_fails_cleanly(tmp_path, model_dir, engine):
+    """The file store fills up mid-job: the job fails with a message, is refunded, and leaves nothing."""
+    from bot.requests import Refusal
+    from separation_worker.job_runner import OUR_FAULT
+    from tests.service_support import start_worker
+
+    files_root = tmp_path / "data" / "files"
+    if not mount_tmpfs(files_root, "1200k"):
+        pytest.skip("needs root to mount a small tmpfs for the file store")
+    try:
+        await flush_test_redis()
+        settings = Settings.from_env(service_env(tmp_path / "data", model_dir, STEMBOT_MAX_ATTEMPTS=1))
+        song = write_audio(tmp_path / "s.mp3", music(12.0, level=0.4)).read_bytes()  # ~0.5 MB in, ~4 MB out
+        async with await SeparationService.start(settings) as service:
+            handle = await service.submit(ALICE, UploadSource("s.mp3", data=song))
+            assert not isinstance(handle, Refusal)
+            worker = await start_worker(settings, engine)
+            try:
+                event = await wait_for_state(service, handle.job_id, {"done", "failed"})
+            finally:
+                await worker.stop()
+            assert event.state == "failed" and event.message == OUR_FAULT
+            assert (await service.quota(ALICE)).used == 0
+            assert list(files_root.iterdir()) == []  # no partial stems, no upload
+    finally:
+        subprocess.run(["umount", str(files_root)], check=False)
