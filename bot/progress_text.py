@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from separation_worker.audio_io import format_duration as duration_text
 from separation_worker.progress_bus import JobEvent
 
 

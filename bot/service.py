@@ -20,7 +20,7 @@ from typing import AsyncIterator
 from urllib.parse import urlparse
 
 from bot.links import sign_link, sign_page_link
-from bot.progress_text import duration_text, until_text
+from bot.progress_text import until_text
 from bot.requests import (
     JobHandle,
     JobResult,
@@ -34,42 +34,42 @@ from bot.requests import (
 )
 from separation_worker import audio_io, metrics, progress_bus, queue
 from separation_worker.analysis import MusicalAnalysis
+from separation_worker.audio_io import format_duration
 from separation_worker.errors import InputError
 from separation_worker.fetch import refuse_private_host
 from separation_worker.reconciler import reconcile
 from storage import (
     Clock,
-    LinkCode,
-    LinkCodeError,
-    ProGrant,
-    ProReason,
-    create_link_code,
-    get_guild_setting,
-    grant_pro,
-    pro_reason,
-    redeem_link_code,
-    revoke_pro,
-    set_guild_setting,
     Database,
     FileStore,
     InvalidTransition,
     Job,
     JobStatus,
+    LinkCode,
+    LinkCodeError,
+    ProGrant,
+    ProReason,
     SystemClock,
     accept_job,
     cancel_job,
+    create_link_code,
     fail_job,
+    get_guild_setting,
     get_job,
     get_or_create_user,
     get_queued_job,
+    grant_pro,
     is_pro,
     list_jobs,
     list_undelivered,
-    list_user_jobs,
     mark_delivered,
+    pro_reason,
     quota_status,
     record_pro_role,
+    redeem_link_code,
+    revoke_pro,
     safe_filename,
+    set_guild_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,12 @@ class SeparationService:
             return refusal
         job_id = new_job_id()
         label = source.url if isinstance(source, LinkSource) else source.filename
-        acceptance = await accept_job(self.db, user.id, job_id, label, limit, delivery=delivery)
+        max_in_flight = self.settings.max_waiting_pro if pro else self.settings.max_waiting_free
+        acceptance = await accept_job(
+            self.db, user.id, job_id, label, limit, delivery=delivery, max_in_flight=max_in_flight
+        )
+        if acceptance.busy:
+            return self._busy_refusal(max_in_flight)
         if acceptance.job is None:
             return self._quota_refusal(pro, acceptance.decision)
         try:
@@ -163,8 +168,8 @@ class SeparationService:
         return JobHandle(job_id, position, QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at))
 
     async def _check_load(self, user_id: int, pro: bool, limit: int) -> Refusal | None:
-        """The user's quota (checked again, atomically, on acceptance), the global queue cap, and how many
-        songs one user may have in flight."""
+        """The user's quota and the global queue cap (quota and songs in flight are checked again, atomically,
+        when the job is accepted)."""
         decision = await quota_status(self.db, user_id, limit)
         if not decision.accepted:
             return self._quota_refusal(pro, decision)
@@ -173,12 +178,11 @@ class SeparationService:
             running = len(await list_jobs(self.db, JobStatus.RUNNING))
             minutes = max(1, math.ceil(waiting / max(running, 1) * MINUTES_PER_JOB))
             return Refusal("queue_full", f"I'm very busy right now. Please try again in about {minutes} min.")
-        in_flight = [j for j in await list_user_jobs(self.db, user_id) if j.status in (JobStatus.QUEUED, JobStatus.RUNNING)]
-        allowed = self.settings.max_waiting_pro if pro else self.settings.max_waiting_free
-        if len(in_flight) >= allowed:
-            songs = "song" if allowed == 1 else "songs"
-            return Refusal("busy_user", f"You already have {len(in_flight)} {songs} in progress; send the next one when it's done.")
         return None
+
+    def _busy_refusal(self, in_flight: int) -> Refusal:
+        songs = "song" if in_flight == 1 else "songs"
+        return Refusal("busy_user", f"You already have {in_flight} {songs} in progress; send the next one when it's done.")
 
     async def allow_command(self, who: UserIdentity) -> Refusal | None:
         """Per-user rate limit on commands and messages (a fixed one-minute window in Redis)."""
@@ -225,7 +229,7 @@ class SeparationService:
             upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
             return Refusal(
                 "too_long",
-                f"That song is {duration_text(duration)} long; the limit is {duration_text(limit)}{upsell}.",
+                f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}{upsell}.",
             )
         return None
 

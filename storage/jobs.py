@@ -26,7 +26,13 @@ from storage import quota
 from storage.clock import encode_time
 from storage.database import Database
 from storage.errors import DuplicateJob, InvalidTransition, NotFound
-from storage.models import FINISHED_STATUSES, Acceptance, Job, JobStatus, validate_job_id
+from storage.models import (
+    FINISHED_STATUSES,
+    Acceptance,
+    Job,
+    JobStatus,
+    validate_job_id,
+)
 
 S = JobStatus
 # The statuses each status may be entered from.
@@ -59,15 +65,26 @@ async def accept_job(
     *,
     delivery: Any = None,
     window: timedelta = quota.DEFAULT_WINDOW,
+    max_in_flight: int | None = None,
 ) -> Acceptance:
     """Charge the user's quota and create the queued job, in one transaction.
 
     A refusal creates nothing (`job` is None); an acceptance always has its job row and its charge.
+    With `max_in_flight`, a user who already has that many jobs queued or running is refused too (`busy`),
+    checked in the same transaction so concurrent submissions can't slip past it.
     `delivery` is any JSON-serializable value the front end needs to answer later (chat id, message id, ...).
     """
     validate_job_id(job_id)
     now = db.clock.now()
     async with db.write() as conn:
+        if max_in_flight is not None:
+            async with conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')", (user_id,)
+            ) as cursor:
+                (in_flight,) = await cursor.fetchone()
+            if in_flight >= max_in_flight:
+                status = await quota.status_in(conn, user_id, limit, now, window)
+                return Acceptance(decision=status, job=None, busy=True)
         decision = await quota.charge_in(conn, user_id, job_id, limit, now, window)
         if not decision.accepted:
             return Acceptance(decision=decision, job=None)

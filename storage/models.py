@@ -140,10 +140,11 @@ class Acceptance:
 
     decision: QuotaDecision
     job: Job | None
+    busy: bool = False  # refused because the user already had `max_in_flight` jobs queued or running
 
     @property
     def accepted(self) -> bool:
-        return self.decision.accepted
+        return self.job is not None
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,15 @@ DEFAULT_WINDOW = timedelta(hours=24)
 async def quota_status(db: Database, user_id: int, limit: int, window: timedelta = DEFAULT_WINDOW) -> QuotaDecision:
     """The user's quota now, without charging; `accepted` says whether a submission now would be accepted."""
     _check_limit(limit)
-    now = db.clock.now()
     async with db.read() as conn:
-        charges = await _live_charges(conn, user_id, now, window)
+        return await status_in(conn, user_id, limit, db.clock.now(), window)
+
+
+async def status_in(
+    conn: aiosqlite.Connection, user_id: int, limit: int, now: datetime, window: timedelta
+) -> QuotaDecision:
+    """Within an open transaction: `quota_status`."""
+    charges = await _live_charges(conn, user_id, now, window)
     return _decide(accepted=len(charges) < limit, charges=charges, limit=limit, window=window)
 
 

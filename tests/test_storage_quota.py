@@ -130,7 +130,9 @@ async def test_charging_a_job_twice_is_an_error(db, user):
     assert (await quota_status(db, user.id, 5)).used == 1
 
 
-async def _race(tmp_path, clock, submissions: int, limit: int) -> tuple[int, Database]:
+async def _race(
+    tmp_path, clock, submissions: int, limit: int, max_in_flight: int | None = None
+) -> tuple[int, Database]:
     """`submissions` simultaneous accept_job calls by one user, each on its own connection to the same file."""
     path = tmp_path / "race.sqlite3"
     setup = await Database.open(path, clock=clock)
@@ -138,7 +140,10 @@ async def _race(tmp_path, clock, submissions: int, limit: int) -> tuple[int, Dat
     connections = await asyncio.gather(*(Database.open(path, clock=clock) for _ in range(submissions)))
     try:
         results = await asyncio.gather(
-            *(accept_job(db, user.id, f"job-{i}", "song.mp3", limit) for i, db in enumerate(connections))
+            *(
+                accept_job(db, user.id, f"job-{i}", "song.mp3", limit, max_in_flight=max_in_flight)
+                for i, db in enumerate(connections)
+            )
         )
     finally:
         for db in connections:
@@ -149,6 +154,12 @@ async def _race(tmp_path, clock, submissions: int, limit: int) -> tuple[int, Dat
     assert len(await list_jobs(setup, "queued")) == len(accepted)  # every acceptance has its job, nothing more
     assert (await quota_status(setup, user.id, limit)).used == len(accepted)
     return len(accepted), setup
+
+
+async def test_songs_in_flight_cap_holds_under_concurrency(tmp_path, clock):
+    accepted, db = await _race(tmp_path, clock, submissions=12, limit=PRO, max_in_flight=3)
+    await db.close()
+    assert accepted == 3
 
 
 async def test_concurrent_submissions_by_a_free_user_accept_exactly_one(tmp_path, clock):

@@ -8,6 +8,7 @@ import discord
 
 from bot import progress_text
 from bot.requests import JobResult, QuotaInfo, StemFile
+from separation_worker.audio_io import format_duration
 from separation_worker.progress_bus import JobEvent
 
 BRAND = discord.Colour(0x5865F2)
@@ -65,7 +66,7 @@ def expired_for(user_id: int, source: str) -> str:
 def result_embed(result: JobResult, linked: list[StemFile]) -> discord.Embed:
     """The summary card: length, tempo and key, loudness, models; download links for stems not attached."""
     embed = discord.Embed(title=result.title[:256], colour=BRAND)
-    embed.add_field(name="Length", value=progress_text.duration_text(result.duration))
+    embed.add_field(name="Length", value=format_duration(result.duration))
     embed.add_field(name="Tempo & key", value=result.summary)
     embed.add_field(name="Loudness", value=_loudness(result), inline=False)
     if result.models:

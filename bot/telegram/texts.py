@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
-from bot.progress_text import duration_text
 from bot.requests import JobResult, QuotaInfo
+from separation_worker.audio_io import format_duration
 
 HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
 
@@ -56,7 +56,7 @@ def quota(info: QuotaInfo, wait: str) -> str:
 
 
 def summary(result: JobResult, links_only: list[str]) -> str:
-    lines = [f"🎧 <b>{escape(result.title)}</b> · {duration_text(result.duration)}", escape(result.summary)]
+    lines = [f"🎧 <b>{escape(result.title)}</b> · {format_duration(result.duration)}", escape(result.summary)]
     downloads = " · ".join(
         f'<a href="{escape(stem.lossless_url or stem.url)}">{stem.name.capitalize()}</a>' for stem in result.stems
     )
