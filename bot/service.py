@@ -37,6 +37,7 @@ from separation_worker.analysis import MusicalAnalysis
 from separation_worker.audio_io import format_duration
 from separation_worker.errors import InputError
 from separation_worker.fetch import refuse_private_host
+from separation_worker.job_runner import LIMITS_KEY
 from separation_worker.reconciler import reconcile
 from storage import (
     Clock,
@@ -146,6 +147,8 @@ class SeparationService:
         job_id = new_job_id()
         label = source.url if isinstance(source, LinkSource) else source.filename
         max_in_flight = self.settings.max_waiting_pro if pro else self.settings.max_waiting_free
+        if isinstance(delivery, dict):  # the worker holds links to the same per-tier length limit as uploads
+            delivery = {**delivery, LIMITS_KEY: {"max_duration_s": max_duration}}
         acceptance = await accept_job(
             self.db, user.id, job_id, label, limit, delivery=delivery, max_in_flight=max_in_flight
         )

@@ -99,6 +99,9 @@ def _fetch(
         "logger": _SilentLogger(),
         "overwrites": True,
         "cachedir": False,
+        # Native HLS/DASH downloads: every request then goes through the egress guard (ffmpeg's wouldn't).
+        "hls_prefer_native": True,
+        "external_downloader": {},
     }
     if proxy:
         options["proxy"] = proxy

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
 # MP3 plays inline in chats and fits upload limits; FLAC is the lossless download.
 SERVICE_FORMATS = ("mp3", "flac")
+LIMITS_KEY = "stembot_limits"  # the service adds the user's tier limits to a job's delivery info
 TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
 
 
@@ -66,6 +67,7 @@ class JobRunner:
         except InvalidTransition:  # cancelled in the meantime
             return (await jobs.get_job(self.db, job_id)).status.value  # type: ignore[union-attr]
         await publisher.publish("downloading", 0.0)  # fetching a link, or reading the upload
+        log.info("job %s: attempt %d started", job_id, attempt, extra={"job_id": job_id})
 
         try:
             result = await self._separate(job, publisher)
@@ -74,7 +76,7 @@ class JobRunner:
         except JobTimeout:
             return await self._fail(job_id, publisher, TIMED_OUT)
         except Exception:
-            log.exception("job %s: attempt %d failed", job_id, attempt)
+            log.exception("job %s: attempt %d failed", job_id, attempt, extra={"job_id": job_id})
             self._remove_outputs(job_id)
             if attempt >= self.settings.max_attempts:
                 return await self._fail(job_id, publisher, OUR_FAULT)
@@ -84,18 +86,20 @@ class JobRunner:
         await jobs.finish_job(self.db, job_id, result)
         await publisher.publish("done", 1.0)
         await metrics.record_job(self.redis, "done", result.get("timings"), result.get("duration", 0.0))
+        log.info("job %s: done", job_id, extra={"job_id": job_id, "outcome": "done", "seconds": result["timings"].get("total")})
         return "done"
 
     async def _separate(self, job: Job, publisher: ProgressPublisher) -> dict:
         loop = asyncio.get_running_loop()
+        settings = self._settings_for(job)
         out_dir = self.files.job_dir(job.id, create=True)
         source = job.source if is_url(job.source) else self._upload_path(job.id)
         started = time.monotonic()
-        deadline = [started + self.settings.job_timeout_base_s + self.settings.job_timeout_factor * self.settings.max_duration_seconds]
+        deadline = [started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds]
 
         def on_progress(event: ProgressEvent) -> None:  # runs in the pipeline's thread
-            if event.duration is not None:
-                deadline[0] = started + self.settings.job_timeout_base_s + self.settings.job_timeout_factor * event.duration
+            if event.duration is not None:  # now the limit can scale with the song's real length
+                deadline[0] = started + settings.job_timeout_base_s + settings.job_timeout_factor * event.duration
             if time.monotonic() > deadline[0]:
                 raise JobTimeout()
             state = STAGE_TO_STATE.get(event.stage)
@@ -108,7 +112,7 @@ class JobRunner:
                 source,
                 out_dir,
                 self.engine,
-                self.settings,
+                settings,
                 fmt=SERVICE_FORMATS,
                 progress=on_progress,
                 allow_private_urls=self.settings.allow_private_urls,
@@ -117,6 +121,14 @@ class JobRunner:
         )
         self._remove_inputs(job.id)  # the upload is no longer needed
         return result.to_dict()
+
+    def _settings_for(self, job: Job):
+        """The settings, with the submitting user's tier limits (stored with the job by the service)."""
+        limits = job.delivery.get(LIMITS_KEY, {}) if isinstance(job.delivery, dict) else {}
+        max_duration = limits.get("max_duration_s")
+        if max_duration is None:
+            return self.settings
+        return self.settings.replace(max_duration_seconds=min(float(max_duration), self.settings.max_duration_seconds))
 
     def _upload_path(self, job_id: str):
         uploads = [name for name in self.files.list_files(job_id) if name.startswith("incoming/")]
@@ -129,6 +141,7 @@ class JobRunner:
         await asyncio.to_thread(self.files.delete_job_files, job_id)  # nothing outlives a failed job
         await publisher.publish("failed", 0.0, message=reason)
         await metrics.record_job(self.redis, "failed")
+        log.info("job %s: failed: %s", job_id, reason, extra={"job_id": job_id, "outcome": "failed"})
         return "failed"
 
     def _remove_inputs(self, job_id: str) -> None:

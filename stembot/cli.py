@@ -9,7 +9,7 @@ import sys
 import warnings
 
 from .commands import COMMANDS
-from . import redaction
+from . import log_format, redaction
 from .settings import Settings, SettingsError
 
 EXIT_BAD_INPUT = 2
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         redaction.install(redaction.secrets_of(settings))
+        log_format.configure(logging.INFO if args.verbose else logging.ERROR, settings.log_format == "json")
         return int(args.handler(args, settings) or 0)
     except SettingsError as exc:
         print(f"stembot: {exc}", file=sys.stderr)
@@ -54,7 +55,6 @@ def _quiet_libraries(verbose: bool) -> None:
     if not verbose:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class Settings:
     max_waiting_pro: int = 3
     max_duration_free_seconds: float = 10 * 60  # Pro gets max_duration_seconds
     commands_per_minute: int = 20  # per user, every command and message
+    log_format: str = "text"  # text | json (one object per line, with job ids)
     # Telegram
     telegram_bot_token: str = field(default="", repr=False)
     telegram_api_base_url: str = "https://api.telegram.org"
@@ -123,6 +124,10 @@ class Settings:
         values["output_format"] = fmt
 
         values["ensemble"] = get("STEMBOT_ENSEMBLE") or ""
+        log_fmt = (get("STEMBOT_LOG_FORMAT") or "text").lower()
+        if log_fmt not in {"text", "json"}:
+            raise SettingsError(f"STEMBOT_LOG_FORMAT must be text or json, not {log_fmt!r}")
+        values["log_format"] = log_fmt
         values["redis_url"] = get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):  # type: ignore[union-attr]
             raise SettingsError("REDIS_URL must be a redis:// URL")

@@ -46,3 +46,16 @@ async def test_metrics_count_jobs_stages_and_refusals(tmp_path, model_dir, engin
     assert proc.returncode == 0, proc.stderr
     assert "Queue: 0 waiting, 0 running" in proc.stdout
     assert "done 1" in proc.stdout
+
+
+def test_json_log_lines_carry_job_ids():
+    import json
+    import logging
+
+    from stembot.log_format import JsonFormatter
+
+    record = logging.LogRecord("separation_worker.job_runner", logging.INFO, __file__, 1, "job %s: done", ("abc",), None)
+    record.job_id, record.outcome = "abc", "done"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "job abc: done" and entry["job_id"] == "abc" and entry["outcome"] == "done"
+    assert entry["level"] == "info" and entry["ts"].endswith("Z")

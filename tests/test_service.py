@@ -274,3 +274,25 @@ async def test_abuse_limits(tmp_path, model_dir, song_bytes):
         assert isinstance(full, Refusal) and full.code == "queue_full" and "min" in full.message
         assert [await service.allow_command(ALICE) for _ in range(4)][-1].code == "rate_limited"
         assert (await service.quota(ALICE)).used == 0
+
+
+async def test_free_tier_length_limit_applies_to_links_too(tmp_path, model_dir, engine, http_server):
+    root, base = http_server
+    write_audio(root / "three-seconds.mp3", music(3.0))
+    await flush_test_redis()
+    settings = Settings.from_env(service_env(tmp_path / "data", model_dir, STEMBOT_MAX_DURATION_FREE_SECONDS=2))
+    async with await SeparationService.start(settings) as service:
+        handle = await service.submit(ALICE, LinkSource(f"{base}/three-seconds.mp3"), delivery={"chat": 1})
+        worker = await start_worker(settings, engine)
+        try:
+            events = await collect(service, handle.job_id)
+        finally:
+            await worker.stop()
+        assert events[-1].state == "failed" and "limit is 0:02" in events[-1].message
+        assert (await service.quota(ALICE)).used == 0
+
+
+async def test_users_cannot_cancel_each_others_jobs(service, song_bytes):
+    handle = await service.submit(ALICE, UploadSource("in.mp3", data=song_bytes))
+    assert await service.cancel(BOB) is None
+    assert (await service.job(handle.job_id)).status.value == "queued"
