@@ -91,7 +91,8 @@ def _fetch(
         "no_warnings": True,
         "noprogress": True,
         "noplaylist": True,
-        "format": "bestaudio/best",
+        # http(s) formats only: rtmp/rtsp would be fetched by helper programs the egress guard can't see.
+        "format": "bestaudio[protocol!*=rtmp][protocol!*=rtsp]/best[protocol!*=rtmp][protocol!*=rtsp]",
         "outtmpl": str(dest_dir / "source.%(ext)s"),
         "socket_timeout": SOCKET_TIMEOUT_S,
         "retries": 2,

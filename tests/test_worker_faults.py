@@ -65,6 +65,8 @@ async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
         assert done.state == "done", log.read_text()[-3000:]
         job = await service.job(handle.job_id)
         assert job.attempts == 2
+        print(f"did: SIGKILLed worker {first.pid} mid-separation, started another; "
+              f"checked: job {job.id} done on attempt 2, delivered once, charged once")
         assert await service.claim_delivery(handle.job_id) is True
         assert await service.claim_delivery(handle.job_id) is False  # delivered once
         assert (await service.quota(ALICE)).used == 1  # charged once, not refunded
@@ -114,6 +116,8 @@ async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine
                 event = await wait_for_state(service, handle.job_id, {"done", "failed"})
                 assert event.state == "done"
                 assert (await service.job(handle.job_id)).attempts == 1  # ran once
+            print(f"did: stopped Redis with {len(handles)} jobs queued, started it empty; "
+                  "checked: all re-enqueued from SQLite, each done once")
         finally:
             await worker.stop()
             await service.close()
@@ -152,5 +156,7 @@ async def test_disk_full_fails_cleanly(tmp_path, model_dir, engine):
             assert event.state == "failed" and event.message == OUR_FAULT
             assert (await service.quota(ALICE)).used == 0
             assert list(files_root.iterdir()) == []  # no partial stems, no upload
+            print("did: ran a job on a 1.2 MB file store (ENOSPC while encoding); "
+                  "checked: failed with a message, refunded, no files left")
     finally:
         subprocess.run(["umount", str(files_root)], check=False)
