@@ -95,12 +95,13 @@ class JobRunner:
         out_dir = self.files.job_dir(job.id, create=True)
         source = job.source if is_url(job.source) else self._upload_path(job.id)
         started = time.monotonic()
-        deadline = [started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds]
+        deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
 
         def on_progress(event: ProgressEvent) -> None:  # runs in the pipeline's thread
+            nonlocal deadline
             if event.duration is not None:  # now the limit can scale with the song's real length
-                deadline[0] = started + settings.job_timeout_base_s + settings.job_timeout_factor * event.duration
-            if time.monotonic() > deadline[0]:
+                deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * event.duration
+            if time.monotonic() > deadline:
                 raise JobTimeout()
             state = STAGE_TO_STATE.get(event.stage)
             if state:

@@ -8,6 +8,7 @@ import pytest
 from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
 from bot.service import SeparationService
 from separation_worker import audio_io, queue
+from separation_worker.job_runner import TIMED_OUT
 from storage import UTC, FakeClock, JobStatus, list_jobs, sweep
 from stembot.settings import Settings
 from tests.conftest import music, write_audio
@@ -296,3 +297,19 @@ async def test_users_cannot_cancel_each_others_jobs(service, song_bytes):
     handle = await service.submit(ALICE, UploadSource("in.mp3", data=song_bytes))
     assert await service.cancel(BOB) is None
     assert (await service.job(handle.job_id)).status.value == "queued"
+
+
+async def test_job_time_limit_scales_and_fails_cleanly(tmp_path, model_dir, engine, song_bytes):
+    await flush_test_redis()
+    settings = Settings.from_env(service_env(tmp_path / "data", model_dir, STEMBOT_JOB_TIMEOUT_BASE_S=1,
+                                             STEMBOT_JOB_TIMEOUT_FACTOR=0, STEMBOT_MAX_ATTEMPTS=1))
+    async with await SeparationService.start(settings) as service:
+        handle = await service.submit(ALICE, UploadSource("in.mp3", data=song_bytes))
+        worker = await start_worker(settings, engine)
+        try:
+            events = await collect(service, handle.job_id)
+        finally:
+            await worker.stop()
+        assert events[-1].state == "failed" and events[-1].message == TIMED_OUT
+        assert (await service.quota(ALICE)).used == 0
+        assert not service.files.job_dir(handle.job_id).exists()
