@@ -111,3 +111,13 @@ def worker_settings(settings, engine: SeparationEngine | None = None) -> type:
         ctx = {"settings": settings, "engine": engine}
 
     return WorkerSettings
+
+
+def __getattr__(name: str) -> type:
+    """`separation_worker.worker.WorkerSettings`, built from the environment when first asked for,
+    so `arq separation_worker.worker.WorkerSettings` works as well as `stembot worker`."""
+    if name == "WorkerSettings":
+        from stembot.settings import Settings
+
+        return worker_settings(Settings.from_env())
+    raise AttributeError(name)

@@ -66,7 +66,7 @@ class Settings:
     # The job service (queue, storage, links)
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = field(default_factory=_default_data_dir)  # database and file store
-    public_url: str = ""  # base of download links, e.g. https://stems.example.com
+    public_url: str = "http://localhost:8080"  # base of download links, e.g. https://stems.example.com
     secret_key: str = field(default="", repr=False)  # signs download links; never logged
     free_songs_per_day: int = 1
     pro_songs_per_day: int = 20
@@ -133,8 +133,8 @@ class Settings:
             raise SettingsError("REDIS_URL must be a redis:// URL")
         data_dir = get("STEMBOT_DATA_DIR")
         values["data_dir"] = Path(data_dir).expanduser() if data_dir else _default_data_dir()
-        public_url = (get("STEMBOT_PUBLIC_URL") or "").rstrip("/")
-        if public_url and not public_url.startswith(("http://", "https://")):
+        public_url = (get("STEMBOT_PUBLIC_URL") or "http://localhost:8080").rstrip("/")
+        if not public_url.startswith(("http://", "https://")):
             raise SettingsError("STEMBOT_PUBLIC_URL must start with http:// or https://")
         values["public_url"] = public_url
         values["secret_key"] = get("STEMBOT_SECRET_KEY") or ""

@@ -333,4 +333,4 @@ def test_create_app_requires_secret_key(tmp_path):
         with pytest.raises(SettingsError, match="STEMBOT_SECRET_KEY"):
             create_app(settings)
     with pytest.raises(SettingsError, match="STEMBOT_PUBLIC_URL"):
-        create_app(Settings(model_dir=tmp_path, data_dir=tmp_path, secret_key=KEY))
+        create_app(Settings(model_dir=tmp_path, data_dir=tmp_path, public_url="", secret_key=KEY))
