@@ -216,3 +216,22 @@ async def test_tokens_never_reach_the_logs(fake, settings, song, caplog):
     assert "getUpdates" in text or "getMe" in text  # the request lines were logged...
     for secret in (TOKEN, TOKEN.replace(":", "%3A"), settings.secret_key):
         assert secret not in text  # ...without the secrets
+
+
+async def test_throttled_status_always_shows_the_latest_text():
+    from bot.telegram.delivery import ThrottledStatus
+
+    edits = []
+
+    async def edit(text):
+        edits.append(text)
+
+    status = ThrottledStatus(edit, interval_s=0.2)
+    for text in ("a", "b", "c"):  # a burst: "a" now, "b" is skipped, "c" after the interval
+        await status.show(text)
+    assert edits == ["a"]
+    await asyncio.sleep(0.3)
+    assert edits == ["a", "c"]
+    await status.show("c")
+    await status.close()
+    assert edits == ["a", "c"]

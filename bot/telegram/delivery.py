@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from telegram import Bot
 from telegram.constants import ParseMode
@@ -80,15 +81,13 @@ class Deliveries:
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, job_id: str, where: Destination) -> None:
-        shown, last_edit = "", 0.0
+        status = ThrottledStatus(lambda text: self._edit_status(where, text), self.edit_interval_s)
         try:
             async for event in self.service.watch(job_id):
                 if event.terminal:
                     break
-                text = describe(event)
-                if text != shown and time.monotonic() - last_edit >= self.edit_interval_s:
-                    await self._edit_status(where, text)
-                    shown, last_edit = text, time.monotonic()
+                await status.show(describe(event))
+            await status.close()
             await self._finish(job_id, where)
         except asyncio.CancelledError:
             raise
@@ -137,6 +136,40 @@ class Deliveries:
                 log.warning("could not edit the status message: %s", exc)
         except TelegramError as exc:  # e.g. the chat was deleted: delivery of the rest still goes on
             log.warning("could not edit the status message: %s", exc)
+
+
+class ThrottledStatus:
+    """Edits a status message at most once per interval, and always ends up showing the latest text."""
+
+    def __init__(self, edit: Callable[[str], Awaitable[None]], interval_s: float):
+        self.edit = edit
+        self.interval_s = interval_s
+        self.shown = ""
+        self.wanted = ""
+        self.last_edit = float("-inf")
+        self._timer: asyncio.Task | None = None
+
+    async def show(self, text: str) -> None:
+        self.wanted = text
+        wait = self.last_edit + self.interval_s - time.monotonic()
+        if wait <= 0:
+            await self._flush()
+        elif self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._flush_after(wait))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if self.wanted != self.shown:
+            self.shown = self.wanted
+            self.last_edit = time.monotonic()
+            await self.edit(self.wanted)
 
 
 def describe_final(job: Job) -> str:
