@@ -62,6 +62,13 @@ def test_redirect_to_a_private_address_is_refused(tmp_path, redirecting_server, 
     assert not any((tmp_path / "dl").glob("source.*"))
 
 
+def test_media_url_found_inside_a_page_is_checked_too(tmp_path, redirecting_server):
+    port = redirecting_server
+    (tmp_path / "page.html").write_text('<html><body><audio src="http://127.0.0.1:6379/x.mp3"></audio></body></html>')
+    with pytest.raises(InputError, match="private or local"):
+        fetch(f"http://127.0.0.1:{port}/page.html", tmp_path / "dl", 10**8, 600, egress_policy=only_port(port))
+
+
 def test_production_policy_refuses_direct_private_links(tmp_path):
     for url in ("http://127.0.0.1:6379/", "http://10.0.0.1/a.mp3", "http://[::ffff:127.0.0.1]/a.mp3"):
         with pytest.raises(InputError, match="private or local"):
