@@ -34,7 +34,6 @@ from bot.requests import (
 )
 from separation_worker import audio_io, metrics, progress_bus, queue
 from separation_worker.analysis import MusicalAnalysis
-from separation_worker.audio_io import format_duration
 from separation_worker.errors import InputError
 from separation_worker.fetch import refuse_private_host
 from separation_worker.job_runner import LIMITS_KEY
@@ -228,12 +227,8 @@ class SeparationService:
                 return Refusal("not_audio", str(exc))
         duration = audio_io.declared_duration(info)
         if duration is not None and duration > max_duration + 1:
-            limit = int(max_duration)
             upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
-            return Refusal(
-                "too_long",
-                f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}{upsell}.",
-            )
+            return Refusal("too_long", audio_io.too_long_message(duration, int(max_duration), upsell))
         return None
 
     def _store_upload(self, job_id: str, source: UploadSource) -> None:

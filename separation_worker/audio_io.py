@@ -85,7 +85,7 @@ def decode(
     info = probe(path)
     declared = declared_duration(info)
     if declared is not None and declared > max_duration_seconds + 1:
-        raise InputError(_too_long(declared, max_duration_seconds))
+        raise InputError(too_long_message(declared, max_duration_seconds))
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
@@ -108,7 +108,7 @@ def decode(
         raise InputError("That file's audio is damaged (it decodes to invalid samples).")
     duration = samples.shape[1] / SAMPLE_RATE
     if duration > max_duration_seconds:
-        raise InputError(_too_long(duration, max_duration_seconds))
+        raise InputError(too_long_message(duration, max_duration_seconds))
     return DecodedAudio(samples=samples, title=title or _title_from(info, default_title or path.stem))
 
 
@@ -119,8 +119,9 @@ def declared_duration(info: dict) -> float | None:
         return None
 
 
-def _too_long(duration: float, limit: float) -> str:
-    return f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}."
+def too_long_message(duration: float, limit: float, note: str = "") -> str:
+    """The one wording of "too long", wherever the length is found out (upload, link, decode)."""
+    return f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}{note}."
 
 
 def format_duration(seconds: float) -> str:

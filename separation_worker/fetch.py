@@ -10,7 +10,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from .egress_guard import EgressGuard, Policy, public_only
-from .audio_io import format_duration
+from .audio_io import too_long_message
 from .errors import InputError
 
 SOCKET_TIMEOUT_S = 20
@@ -115,9 +115,7 @@ def _fetch(
                 raise InputError("That link is a playlist; send a link to a single song.")
             duration = info.get("duration")
             if duration and duration > max_duration_seconds + 1:
-                raise InputError(
-                    f"That song is {format_duration(duration)} long; the limit is {format_duration(max_duration_seconds)}."
-                )
+                raise InputError(too_long_message(duration, max_duration_seconds))
             processed = ydl.process_ie_result(info, download=True)
     except _TooLarge:
         _remove_partial(dest_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import AsyncIterator
 
 from redis.asyncio import Redis
@@ -140,7 +140,3 @@ async def follow(
     finally:
         await pubsub.unsubscribe(channel(job_id))
         await pubsub.aclose()
-
-
-def with_position(event: JobEvent, position: int | None) -> JobEvent:
-    return replace(event, position=position)

@@ -6,7 +6,6 @@ operators change it with STEMBOT_ENSEMBLE (inline JSON, or a .json/.yaml file).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,7 +85,3 @@ def parse_ensemble(value: str) -> Ensemble:
         return Ensemble(members=tuple(ModelSpec(**item) for item in data))
     except TypeError as exc:
         raise ValueError(f"STEMBOT_ENSEMBLE: {exc}") from None
-
-
-def ensemble_to_json(ensemble: Ensemble) -> str:
-    return json.dumps([m.to_dict() for m in ensemble.members])
