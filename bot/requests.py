@@ -12,7 +12,8 @@ class UserIdentity:
     platform: str  # "telegram" | "discord"
     user_id: str  # the platform's user id
     display_name: str = ""
-    holds_pro_role: bool | None = None  # Discord: the member holds the guild's Pro role (None: not known here)
+    holds_pro_role: bool | None = None  # Discord: holds guild_id's Pro role (a DM: the home server's; None: unknown)
+    guild_id: str | None = None  # Discord: the server the request was made in (None: a DM, or Telegram)
 
 
 @dataclass(frozen=True)

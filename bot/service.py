@@ -111,12 +111,24 @@ class SeparationService:
 
     async def _user(self, who: UserIdentity):
         user = await get_or_create_user(self.db, who.platform, who.user_id, who.display_name or None)
-        if who.holds_pro_role is not None:
-            await record_pro_role(self.db, user.id, who.holds_pro_role)
+        scope = self._pro_scope(who)
+        # Only the home server's role is remembered (for DMs and linked accounts); other servers' roles are
+        # checked live where they count, and must not overwrite it.
+        if who.holds_pro_role is not None and scope is not None and scope == self._home_guild():
+            await record_pro_role(self.db, user.id, who.holds_pro_role, scope)
         return user
 
+    def _home_guild(self) -> str | None:
+        home = self.settings.discord_home_guild_id
+        return None if home is None else str(home)
+
+    def _pro_scope(self, who: UserIdentity) -> str | None:
+        """The Discord server whose Pro counts for this request: the one it was made in. Anywhere else (DMs,
+        Telegram) it is the home server (DISCORD_HOME_GUILD_ID), so that a stranger's server never reaches there."""
+        return who.guild_id if who.guild_id is not None else self._home_guild()
+
     async def _limit(self, user_id: int, who: UserIdentity) -> tuple[bool, int]:
-        pro = await is_pro(self.db, user_id, caller_says_pro=bool(who.holds_pro_role))
+        pro = await is_pro(self.db, user_id, caller_says_pro=bool(who.holds_pro_role), guild_id=self._pro_scope(who))
         return pro, self.settings.pro_songs_per_day if pro else self.settings.free_songs_per_day
 
     async def quota(self, who: UserIdentity) -> QuotaInfo:
@@ -253,19 +265,25 @@ class SeparationService:
     async def pro_status(self, who: UserIdentity) -> ProReason | None:
         """Why the user is Pro (role, grant, linked account), or None."""
         user = await self._user(who)
-        return await pro_reason(self.db, user.id, caller_says_pro=bool(who.holds_pro_role))
+        return await pro_reason(
+            self.db, user.id, caller_says_pro=bool(who.holds_pro_role), guild_id=self._pro_scope(who)
+        )
 
     # -- admin and account links -------------------------------------------------------------
 
-    async def grant_pro(self, admin: str, target: UserIdentity, days: float | None = None) -> ProGrant:
-        """Record an admin's Pro grant (until `days` from now, or open-ended)."""
+    async def grant_pro(
+        self, admin: str, target: UserIdentity, days: float | None = None, guild_id: int | str | None = None
+    ) -> ProGrant:
+        """Record a Pro grant (until `days` from now, or open-ended) that holds in server `guild_id`, or
+        everywhere when None: that is for operators only, which the front end checks."""
         user = await self._user(target)
         until = self.clock.now() + timedelta(days=days) if days else None
-        return await grant_pro(self.db, user.id, admin, until=until)
+        return await grant_pro(self.db, user.id, admin, until=until, guild_id=guild_id)
 
-    async def revoke_pro(self, target: UserIdentity) -> bool:
+    async def revoke_pro(self, target: UserIdentity, guild_id: int | str | None = None) -> bool:
+        """End the target's grant in server `guild_id`, or their grant for everywhere when None (operators)."""
         user = await self._user(target)
-        return await revoke_pro(self.db, user.id)
+        return await revoke_pro(self.db, user.id, guild_id=guild_id)
 
     async def link_code(self, who: UserIdentity) -> LinkCode:
         """A one-time code the user enters on the other platform to link the two accounts."""

@@ -1,8 +1,10 @@
 """Pro status: admin grants (optionally until a date), the Discord Pro role, and linked accounts.
 
-A user is Pro when the caller says so (the Discord adapter: "holds the Pro role here"), or when the user or the
-account linked to it has an active grant or was recently seen holding the Pro role. The role is remembered
-(`record_pro_role`) so that it carries over to the linked Telegram account and to Discord DMs, where no role is
+Pro is asked for a scope: the Discord server whose Pro counts for the request (None: none does). A grant holds
+in one server or everywhere (guild_id None); only grants for everywhere or for the scope count. A user is Pro
+when the caller says so (the Discord adapter: "holds the scope's Pro role right now"), or when the user or the
+account linked to it has a grant that counts, or was recently seen holding the scope's Pro role. The role is
+remembered (`record_pro_role`, with the server it belongs to) so that it carries over to where no role is
 visible; a sighting older than `PRO_ROLE_FRESHNESS` no longer counts.
 """
 
@@ -21,6 +23,8 @@ from storage.users import fetch_user, require_user
 
 PRO_ROLE_FRESHNESS = timedelta(days=30)
 
+GuildId = str | int | None  # a Discord server id; None: everywhere (grants) or no server (scopes)
+
 
 class ProReason(str, Enum):
     """Why a user is Pro (the first that applies, in this order)."""
@@ -33,38 +37,49 @@ class ProReason(str, Enum):
 
 
 async def grant_pro(
-    db: Database, user_id: int, granted_by: str, until: datetime | None = None, note: str = ""
+    db: Database,
+    user_id: int,
+    granted_by: str,
+    until: datetime | None = None,
+    note: str = "",
+    guild_id: GuildId = None,
 ) -> ProGrant:
-    """Make the user Pro until `until` (None: no expiry), replacing (revoking) any previous grant."""
+    """Make the user Pro in one server (`guild_id`) or everywhere (None) until `until` (None: no expiry),
+    replacing (revoking) the previous grant of the same scope; grants of other scopes stay."""
     now = db.clock.now()
     if until is not None and until <= now:
         raise ValueError(f"a grant until {until.isoformat()} would already be over")
+    scope = _scope(guild_id)
     async with db.write() as conn:
         await require_user(conn, user_id)
-        await _revoke_in(conn, user_id, now)
+        await _revoke_in(conn, user_id, scope, now)
         async with conn.execute(
-            "INSERT INTO pro_grants (user_id, granted_by, granted_at, until, note) VALUES (?, ?, ?, ?, ?) RETURNING *",
-            (user_id, granted_by, encode_time(now), None if until is None else encode_time(until), note),
+            """
+            INSERT INTO pro_grants (user_id, granted_by, granted_at, until, note, guild_id)
+            VALUES (?, ?, ?, ?, ?, ?) RETURNING *
+            """,
+            (user_id, granted_by, encode_time(now), None if until is None else encode_time(until), note, scope),
         ) as cursor:
             row = await cursor.fetchone()
     assert row is not None
     return ProGrant.from_row(row)
 
 
-async def revoke_pro(db: Database, user_id: int) -> bool:
-    """End the user's grant now. True if a grant was in force (a lapsed one is left as it is)."""
+async def revoke_pro(db: Database, user_id: int, guild_id: GuildId = None) -> bool:
+    """End the user's grant of this scope (one server, or everywhere) now. True if one was in force (a lapsed
+    one is left as it is). Grants of other scopes stay: a server's admins can't end the operators' grants."""
     async with db.write() as conn:
-        return await _revoke_in(conn, user_id, db.clock.now())
+        return await _revoke_in(conn, user_id, _scope(guild_id), db.clock.now())
 
 
-async def active_grant(db: Database, user_id: int) -> ProGrant | None:
-    """The user's grant that is in force now, or None."""
+async def active_grant(db: Database, user_id: int, guild_id: GuildId = None) -> ProGrant | None:
+    """The user's grant that counts now in the scope `guild_id` (a grant for everywhere, or for that server)."""
     async with db.read() as conn:
-        return await _active_grant_in(conn, user_id, db.clock.now())
+        return await _active_grant_in(conn, user_id, _scope(guild_id), db.clock.now())
 
 
 async def list_grants(db: Database, user_id: int) -> list[ProGrant]:
-    """Every grant the user ever had, newest first (revoked and lapsed ones included)."""
+    """Every grant the user ever had, in any scope, newest first (revoked and lapsed ones included)."""
     async with db.read() as conn, conn.execute(
         "SELECT * FROM pro_grants WHERE user_id = ? ORDER BY granted_at DESC, id DESC", (user_id,)
     ) as cursor:
@@ -73,7 +88,7 @@ async def list_grants(db: Database, user_id: int) -> list[ProGrant]:
 
 
 async def list_active_grants(db: Database) -> list[ProGrant]:
-    """All grants in force now, oldest first (for admins)."""
+    """All grants in force now, in every scope, oldest first (for operators)."""
     now = encode_time(db.clock.now())
     async with db.read() as conn, conn.execute(
         "SELECT * FROM pro_grants WHERE revoked_at IS NULL AND (until IS NULL OR until > ?) ORDER BY granted_at",
@@ -83,71 +98,95 @@ async def list_active_grants(db: Database) -> list[ProGrant]:
     return [ProGrant.from_row(row) for row in rows]
 
 
-async def record_pro_role(db: Database, user_id: int, holds_role: bool) -> None:
-    """Remember whether the user holds the Pro role, as seen now (Discord, in a guild: not from DMs)."""
+async def record_pro_role(db: Database, user_id: int, holds_role: bool, guild_id: str | int) -> None:
+    """Remember whether the user holds server `guild_id`'s Pro role, as seen now (replacing any earlier
+    sighting, of whichever server: one is kept)."""
     async with db.write() as conn:
         cursor = await conn.execute(
-            "UPDATE users SET pro_role_held = ?, pro_role_seen_at = ? WHERE id = ?",
-            (int(holds_role), encode_time(db.clock.now()), user_id),
+            "UPDATE users SET pro_role_held = ?, pro_role_seen_at = ?, pro_role_guild_id = ? WHERE id = ?",
+            (int(holds_role), encode_time(db.clock.now()), str(guild_id), user_id),
         )
         if cursor.rowcount != 1:
             raise NotFound(f"no user with id {user_id}")
 
 
 async def is_pro(
-    db: Database, user_id: int, caller_says_pro: bool = False, role_freshness: timedelta = PRO_ROLE_FRESHNESS
+    db: Database,
+    user_id: int,
+    caller_says_pro: bool = False,
+    role_freshness: timedelta = PRO_ROLE_FRESHNESS,
+    *,
+    guild_id: GuildId = None,
 ) -> bool:
-    """Whether the user gets the Pro limit now (see the module docstring for the rules)."""
-    return await pro_reason(db, user_id, caller_says_pro, role_freshness) is not None
+    """Whether the user gets the Pro limit now in the scope `guild_id` (see the module docstring)."""
+    return await pro_reason(db, user_id, caller_says_pro, role_freshness, guild_id=guild_id) is not None
 
 
 async def pro_reason(
-    db: Database, user_id: int, caller_says_pro: bool = False, role_freshness: timedelta = PRO_ROLE_FRESHNESS
+    db: Database,
+    user_id: int,
+    caller_says_pro: bool = False,
+    role_freshness: timedelta = PRO_ROLE_FRESHNESS,
+    *,
+    guild_id: GuildId = None,
 ) -> ProReason | None:
-    """Why the user is Pro now, or None if not."""
+    """Why the user is Pro now in the scope `guild_id`, or None if not."""
     if caller_says_pro:
         return ProReason.CALLER
     now = db.clock.now()
+    scope = _scope(guild_id)
     async with db.read() as conn:
         user = await require_user(conn, user_id)
-        if await _active_grant_in(conn, user.id, now):
+        if await _active_grant_in(conn, user.id, scope, now):
             return ProReason.GRANT
-        if _role_fresh(user, now, role_freshness):
+        if _role_counts(user, scope, now, role_freshness):
             return ProReason.ROLE
         linked = None if user.linked_user_id is None else await fetch_user(conn, user.linked_user_id)
         if linked is not None:
-            if await _active_grant_in(conn, linked.id, now):
+            if await _active_grant_in(conn, linked.id, scope, now):
                 return ProReason.LINKED_GRANT
-            if _role_fresh(linked, now, role_freshness):
+            if _role_counts(linked, scope, now, role_freshness):
                 return ProReason.LINKED_ROLE
     return None
 
 
-def _role_fresh(user: User, now: datetime, freshness: timedelta) -> bool:
+def _scope(guild_id: GuildId) -> str | None:
+    return None if guild_id is None else str(guild_id)
+
+
+def _role_counts(user: User, scope: str | None, now: datetime, freshness: timedelta) -> bool:
     seen_at = user.pro_role_seen_at
-    return user.pro_role_held and seen_at is not None and now - seen_at <= freshness
+    return (
+        scope is not None
+        and user.pro_role_guild_id == scope
+        and user.pro_role_held
+        and seen_at is not None
+        and now - seen_at <= freshness
+    )
 
 
-async def _active_grant_in(conn: aiosqlite.Connection, user_id: int, now: datetime) -> ProGrant | None:
+async def _active_grant_in(conn: aiosqlite.Connection, user_id: int, scope: str | None, now: datetime) -> ProGrant | None:
+    # `guild_id = NULL` is never true, so with no scope only grants for everywhere count.
     async with conn.execute(
         """
-        SELECT * FROM pro_grants WHERE user_id = ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
+        SELECT * FROM pro_grants
+        WHERE user_id = ? AND (guild_id IS NULL OR guild_id = ?) AND revoked_at IS NULL AND (until IS NULL OR until > ?)
         ORDER BY granted_at DESC, id DESC LIMIT 1
         """,
-        (user_id, encode_time(now)),
+        (user_id, scope, encode_time(now)),
     ) as cursor:
         row = await cursor.fetchone()
     return None if row is None else ProGrant.from_row(row)
 
 
-async def _revoke_in(conn: aiosqlite.Connection, user_id: int, now: datetime) -> bool:
+async def _revoke_in(conn: aiosqlite.Connection, user_id: int, scope: str | None, now: datetime) -> bool:
     # Only grants still in force: revoked_at means "cut short", so a grant that simply ran out keeps its history.
     stamp = encode_time(now)
     cursor = await conn.execute(
         """
         UPDATE pro_grants SET revoked_at = ?
-        WHERE user_id = ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
+        WHERE user_id = ? AND guild_id IS ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
         """,
-        (stamp, user_id, stamp),
+        (stamp, user_id, scope, stamp),
     )
     return cursor.rowcount > 0

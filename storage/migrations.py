@@ -90,6 +90,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX link_codes_by_user ON link_codes (user_id)",
     ),
+    # 2: Pro is scoped to a Discord server (issue 11).
+    (
+        # A grant holds in one server (guild_id) or, NULL, everywhere. Existing grants stay global: their rows
+        # never recorded the server they were made in (granted_by names only the admin), so there is nothing to
+        # scope them to. At most one grant per (user, scope) is unrevoked (grant_pro revokes the previous one).
+        "ALTER TABLE pro_grants ADD COLUMN guild_id TEXT",
+        "CREATE INDEX pro_grants_by_scope ON pro_grants (user_id, guild_id, revoked_at)",
+        # A remembered Pro role now names the server it was seen in. Older sightings could come from any server
+        # (a stranger's role included), so they are forgotten; the next command in the home server or a DM
+        # records it again.
+        "ALTER TABLE users ADD COLUMN pro_role_guild_id TEXT",
+        "UPDATE users SET pro_role_held = 0, pro_role_seen_at = NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

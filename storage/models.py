@@ -54,8 +54,9 @@ class User:
     platform_user_id: str
     display_name: str
     linked_user_id: int | None  # the account on the other platform, once linked
-    pro_role_held: bool  # Discord: held the Pro role when last seen in a guild
+    pro_role_held: bool  # Discord: held the Pro role of `pro_role_guild_id` when last seen there
     pro_role_seen_at: datetime | None  # when pro_role_held was last recorded
+    pro_role_guild_id: str | None  # the server whose Pro role that was
     created_at: datetime
     last_seen_at: datetime
 
@@ -69,6 +70,7 @@ class User:
             linked_user_id=row["linked_user_id"],
             pro_role_held=bool(row["pro_role_held"]),
             pro_role_seen_at=decode_time(row["pro_role_seen_at"]),
+            pro_role_guild_id=row["pro_role_guild_id"],
             created_at=decode_time(row["created_at"]),  # type: ignore[arg-type]
             last_seen_at=decode_time(row["last_seen_at"]),  # type: ignore[arg-type]
         )
@@ -156,6 +158,7 @@ class ProGrant:
     until: datetime | None  # None: no expiry
     revoked_at: datetime | None
     note: str
+    guild_id: str | None = None  # the Discord server it holds in; None: everywhere
 
     def active_at(self, when: datetime) -> bool:
         return self.revoked_at is None and (self.until is None or when < self.until)
@@ -170,6 +173,7 @@ class ProGrant:
             until=decode_time(row["until"]),
             revoked_at=decode_time(row["revoked_at"]),
             note=row["note"],
+            guild_id=row["guild_id"],
         )
 
 

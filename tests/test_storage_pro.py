@@ -1,12 +1,15 @@
-"""Pro: admin grants with expiry, the Discord role, linked accounts."""
+"""Pro: admin grants with expiry and a scope (one server, or everywhere), the Discord role, linked accounts."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import sqlite3
+
 import pytest
 
 from storage import (
+    Database,
     PRO_ROLE_FRESHNESS,
     NotFound,
     ProReason,
@@ -23,6 +26,10 @@ from storage import (
     redeem_link_code,
     revoke_pro,
 )
+from storage.migrations import MIGRATIONS
+
+
+HOME, DEN = "111", "222"  # the operator's server, and a stranger's
 
 
 async def _linked_pair(db):
@@ -92,32 +99,64 @@ async def test_grant_validation(db, clock):
     with pytest.raises(NotFound):
         await grant_pro(db, 9999, "admin")
     with pytest.raises(NotFound):
-        await record_pro_role(db, 9999, True)
+        await record_pro_role(db, 9999, True, HOME)
 
 
-async def test_recent_role_counts_for_the_user_and_fades(db, clock):
+async def test_a_server_grant_holds_in_that_server_only(db):
     user = await get_or_create_user(db, "discord", 1)
-    await record_pro_role(db, user.id, True)
+    grant = await grant_pro(db, user.id, "discord:admin", guild_id=DEN)
+    assert grant.guild_id == DEN
+    assert await pro_reason(db, user.id, guild_id=DEN) is ProReason.GRANT
+    assert await active_grant(db, user.id, guild_id=int(DEN)) == grant  # ids as int or str
+    assert not await is_pro(db, user.id, guild_id=HOME)
+    assert not await is_pro(db, user.id)  # no server: only grants for everywhere count
+    assert await revoke_pro(db, user.id, guild_id=HOME) is False  # another server's admins can't end it
+    assert await revoke_pro(db, user.id) is False  # nor can a revoke for everywhere
+    assert await is_pro(db, user.id, guild_id=DEN)
+    assert await revoke_pro(db, user.id, guild_id=DEN) is True
+    assert not await is_pro(db, user.id, guild_id=DEN)
+
+
+async def test_a_grant_for_everywhere_survives_server_revokes(db):
+    user = await get_or_create_user(db, "discord", 1)
+    everywhere = await grant_pro(db, user.id, "discord:operator")
+    here = await grant_pro(db, user.id, "discord:admin", guild_id=DEN)  # replaces nothing: another scope
+    assert everywhere.guild_id is None
+    assert all([await is_pro(db, user.id, guild_id=g) for g in (None, HOME, DEN)])
+    assert await active_grant(db, user.id, guild_id=DEN) == here  # the newest that counts
+    assert await revoke_pro(db, user.id, guild_id=DEN) is True
+    assert await active_grant(db, user.id, guild_id=DEN) == everywhere
+    assert {g.id for g in await list_active_grants(db)} == {everywhere.id}
+    regranted = await grant_pro(db, user.id, "discord:operator", note="again")
+    assert {g.id for g in await list_active_grants(db)} == {regranted.id}  # replaced the old one for everywhere
+
+
+async def test_recent_role_counts_in_its_server_and_fades(db, clock):
+    user = await get_or_create_user(db, "discord", 1)
+    await record_pro_role(db, user.id, True, int(HOME))
     seen = await get_user(db, user.id)
-    assert seen.pro_role_held and seen.pro_role_seen_at == clock.now()
-    assert await pro_reason(db, user.id) is ProReason.ROLE  # e.g. in DMs, where no role is visible
+    assert seen.pro_role_held and seen.pro_role_seen_at == clock.now() and seen.pro_role_guild_id == HOME
+    assert await pro_reason(db, user.id, guild_id=HOME) is ProReason.ROLE  # e.g. in DMs, through the home server
+    assert not await is_pro(db, user.id, guild_id=DEN)  # another server's Pro role is its own
+    assert not await is_pro(db, user.id)
     clock.advance(PRO_ROLE_FRESHNESS + timedelta(seconds=1))
-    assert not await is_pro(db, user.id)
-    await record_pro_role(db, user.id, True)
-    assert await is_pro(db, user.id)
-    await record_pro_role(db, user.id, False)  # role removed
-    assert not await is_pro(db, user.id)
+    assert not await is_pro(db, user.id, guild_id=HOME)
+    await record_pro_role(db, user.id, True, HOME)
+    assert await is_pro(db, user.id, guild_id=HOME)
+    await record_pro_role(db, user.id, False, HOME)  # role removed
+    assert not await is_pro(db, user.id, guild_id=HOME)
 
 
 async def test_linked_telegram_account_is_pro_through_the_discord_role(db, clock):
     discord, telegram = await _linked_pair(db)
-    assert not await is_pro(db, telegram.id)
-    await record_pro_role(db, discord.id, True)
-    assert await pro_reason(db, telegram.id) is ProReason.LINKED_ROLE
+    assert not await is_pro(db, telegram.id, guild_id=HOME)
+    await record_pro_role(db, discord.id, True, HOME)
+    assert await pro_reason(db, telegram.id, guild_id=HOME) is ProReason.LINKED_ROLE
+    assert not await is_pro(db, telegram.id, guild_id=DEN)
     clock.advance(PRO_ROLE_FRESHNESS - timedelta(seconds=1))
-    assert await is_pro(db, telegram.id)
+    assert await is_pro(db, telegram.id, guild_id=HOME)
     clock.advance(timedelta(seconds=2))  # last seen with the role more than 30 days ago
-    assert not await is_pro(db, telegram.id)
+    assert not await is_pro(db, telegram.id, guild_id=HOME)
 
 
 async def test_linked_account_is_pro_through_a_grant_either_way(db, clock):
@@ -131,6 +170,29 @@ async def test_linked_account_is_pro_through_a_grant_either_way(db, clock):
 async def test_unlinked_accounts_share_nothing(db):
     discord = await get_or_create_user(db, "discord", 10)
     telegram = await get_or_create_user(db, "telegram", 20)
-    await record_pro_role(db, discord.id, True)
+    await record_pro_role(db, discord.id, True, HOME)
     await grant_pro(db, discord.id, "admin")
-    assert not await is_pro(db, telegram.id)
+    assert not await is_pro(db, telegram.id, guild_id=HOME)
+
+
+async def test_migration_keeps_old_grants_global_and_forgets_old_role_sightings(tmp_path):
+    # A database from before grants had a scope: its grants never said which server made them.
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        now = "2025-01-01T00:00:00.000000Z"
+        conn.execute(
+            "INSERT INTO users (id, platform, platform_user_id, pro_role_held, pro_role_seen_at, created_at, "
+            "last_seen_at) VALUES (1, 'discord', '10', 1, ?, ?, ?), (2, 'discord', '20', 1, ?, ?, ?)",
+            (now,) * 6,
+        )
+        conn.execute("INSERT INTO pro_grants (user_id, granted_by, granted_at) VALUES (1, 'discord:9', ?)", (now,))
+    async with await Database.open(path) as db:
+        [grant] = await list_active_grants(db)
+        assert grant.guild_id is None  # still holds everywhere
+        assert await pro_reason(db, 1, guild_id=DEN) is ProReason.GRANT
+        # The sighting's server is unknown (it may have been a stranger's), so it no longer counts anywhere.
+        assert not (await get_user(db, 2)).pro_role_held
+        assert not await is_pro(db, 2, guild_id=HOME)
