@@ -47,6 +47,13 @@ def snr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference**2) / noise))
 
 
+def vocals_of(demixed) -> np.ndarray:
+    """audio-separator's vocals, whatever case the model's YAML spells them in."""
+    if not isinstance(demixed, dict):
+        return np.asarray(demixed)
+    return np.asarray(next(stem for name, stem in demixed.items() if name.casefold() == "vocals"))
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -68,7 +75,9 @@ def main() -> int:
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="stembot-bench-"))
     if not args.model_dir:
         write_ensemble(model_dir, size="real" if args.real_size else "tiny")
-    (model_dir / "download_checks.json").write_text(json.dumps(DOWNLOAD_CHECKS))
+    checks = model_dir / "download_checks.json"
+    if not checks.exists():  # a real model dir keeps the list audio-separator downloaded
+        checks.write_text(json.dumps(DOWNLOAD_CHECKS))
 
     run = run_config(args.device, args.batch_size, args.compile)
     engine = SeparationEngine(DEFAULT_ENSEMBLE, model_dir, run)
@@ -90,7 +99,7 @@ def main() -> int:
         engine.separate_model(model, warmup)  # compiles (CUDA) and warms caches; not timed
         synchronize(run.device)
         started = time.perf_counter()
-        ours = engine.separate_model(model, x)[spec.vocals_stem]
+        ours, _ = engine.split_of(model, engine.separate_model(model, x), x)
         synchronize(run.device)
         ours_s = time.perf_counter() - started
 
@@ -102,7 +111,7 @@ def main() -> int:
         theirs = instance.demix(mix.copy(), override_model_segment_size=False)
         synchronize(run.device)
         theirs_s = time.perf_counter() - started
-        theirs = theirs[spec.vocals_stem] if isinstance(theirs, dict) else theirs
+        theirs = vocals_of(theirs)
 
         rows.append(
             {

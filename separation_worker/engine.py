@@ -33,6 +33,7 @@ class EnsembleOutput:
     vocals: np.ndarray  # (2, n) float32
     instrumental: np.ndarray
     per_model_vocals: dict[str, np.ndarray]
+    per_model_instrumental: dict[str, np.ndarray] = field(default_factory=dict)
     seconds_per_model: dict[str, float] = field(default_factory=dict)
 
 
@@ -96,31 +97,44 @@ class SeparationEngine:
         )
         return dict(zip(model.outputs, stems))
 
-    def vocals_of(self, model: loader.LoadedModel, stems: dict[str, torch.Tensor], mix: torch.Tensor) -> torch.Tensor:
-        if model.spec.vocals_stem in stems:
-            return stems[model.spec.vocals_stem]
-        # A single-target model whose target is the accompaniment: the rest is the vocals.
-        return mix - next(iter(stems.values()))
+    def split_of(
+        self, model: loader.LoadedModel, stems: dict[str, torch.Tensor], mix: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vocals, instrumental) from one model's outputs, each stem as its YAML names it.
+
+        A model that predicts both (MDX23C) gives both; a single-target model's other stem is
+        the mix minus its target, as audio-separator computes it.
+        """
+        outputs = [stems[name] for name in model.roles.outputs]
+        roles = model.roles
+        vocals = outputs[roles.vocals] if roles.vocals is not None else mix - outputs[roles.accompaniment]
+        instrumental = outputs[roles.accompaniment] if roles.accompaniment is not None else mix - vocals
+        return vocals, instrumental
 
     def separate(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
         self.load()
         x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.run.device)
         vocals = torch.zeros_like(x)
+        instrumental = torch.zeros_like(x)
         per_model: dict[str, np.ndarray] = {}
+        per_model_instrumental: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
         for index, model in enumerate(self._models):
             started = time.perf_counter()
             report = (lambda f, i=index, n=model.spec.name: progress(i, n, f)) if progress else None
-            estimate = self.vocals_of(model, self.separate_model(model, x, report), x)
-            vocals += estimate * (model.spec.weight / self.ensemble.total_weight)
-            per_model[model.spec.name] = estimate.cpu().numpy()
+            model_vocals, model_instrumental = self.split_of(model, self.separate_model(model, x, report), x)
+            share = model.spec.weight / self.ensemble.total_weight
+            vocals += model_vocals * share
+            instrumental += model_instrumental * share
+            per_model[model.spec.name] = model_vocals.cpu().numpy()
+            per_model_instrumental[model.spec.name] = model_instrumental.cpu().numpy()
             _synchronize(self.run.device)
             seconds[model.spec.name] = time.perf_counter() - started
-        instrumental = x - vocals
         return EnsembleOutput(
             vocals=vocals.cpu().numpy(),
             instrumental=instrumental.cpu().numpy(),
             per_model_vocals=per_model,
+            per_model_instrumental=per_model_instrumental,
             seconds_per_model=seconds,
         )
 

@@ -18,15 +18,24 @@ def test_default_ensemble_is_the_documented_one():
     }
 
 
-def test_weighted_average_and_mixture_identity(engine):
+def test_weighted_average_of_each_models_stems(engine):
     mix = music(6.5, seed=7)
     out = engine.separate(mix)
-    expected = sum(
-        m.weight * out.per_model_vocals[m.name] for m in DEFAULT_ENSEMBLE.members
-    ) / DEFAULT_ENSEMBLE.total_weight
-    np.testing.assert_allclose(out.vocals, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.vocals + out.instrumental, mix, rtol=0, atol=1e-6)
+    members = DEFAULT_ENSEMBLE.members
+    for combined, per_model in ((out.vocals, out.per_model_vocals), (out.instrumental, out.per_model_instrumental)):
+        expected = sum(m.weight * per_model[m.name] for m in members) / DEFAULT_ENSEMBLE.total_weight
+        np.testing.assert_allclose(combined, expected, rtol=1e-5, atol=1e-6)
     assert len({round(float(np.abs(v).mean()), 6) for v in out.per_model_vocals.values()}) == 3
+    # The Roformers output vocals only: their instrumental is the rest of the mix.
+    for m in members[:2]:
+        np.testing.assert_allclose(out.per_model_vocals[m.name] + out.per_model_instrumental[m.name], mix, atol=1e-6)
+    # MDX23C predicts both stems with separate heads: the ensemble's stems sum to the mix
+    # up to its weight times what those heads leave out.
+    mdx = members[2]
+    gap = mix - out.per_model_vocals[mdx.name] - out.per_model_instrumental[mdx.name]
+    np.testing.assert_allclose(
+        out.vocals + out.instrumental, mix - mdx.weight / DEFAULT_ENSEMBLE.total_weight * gap, atol=1e-5
+    )
 
 
 def test_weights_and_vocals_stem_are_configurable(settings, tmp_path):

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from ..errors import ModelError
+from .roles import OutputRoles, resolve_roles
 from .zoo import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,13 @@ class LoadedModel:
     spec: ModelSpec
     family: str  # bs_roformer | mel_band_roformer | mdx23c
     module: torch.nn.Module  # on its device, eval mode, fp32 weights
-    outputs: tuple[str, ...]  # stem names, in the order the module returns them
+    roles: OutputRoles  # its outputs as published, and which is the vocals
     chunking: ChunkingParams
     config: dict
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.roles.outputs
 
 
 def files_present(spec: ModelSpec, model_dir: Path) -> bool:
@@ -88,12 +93,6 @@ def chunking_for(family: str, config: dict) -> ChunkingParams:
     return ChunkingParams(chunk_size=int(config["audio"]["hop_length"]) * (dim_t - 1), overlap=overlap, window="rect")
 
 
-def output_names(config: dict) -> tuple[str, ...]:
-    training = config.get("training") or {}
-    target = training.get("target_instrument")
-    return (target,) if target else tuple(training["instruments"])
-
-
 def build_module(family: str, config: dict, checkpoint: Path | None) -> torch.nn.Module:
     """Build the architecture from the YAML and load the weights (none: random init), on the CPU."""
     if family in ROFORMER_FAMILIES:
@@ -131,9 +130,7 @@ def load(
         download(spec, model_dir)
     config = read_config(model_dir / spec.config)
     family = detect_family(config)
-    outputs = output_names(config)
-    if spec.vocals_stem not in outputs and len(outputs) != 1:
-        raise ModelError(f"{spec.name}: its outputs are {list(outputs)}, none is {spec.vocals_stem!r}")
+    roles = resolve_roles(config, spec.vocals_stem, spec.name)
     try:
         module = build_module(family, config, model_dir / spec.checkpoint)
     except ModelError:
@@ -143,5 +140,5 @@ def load(
     module.to(device).eval()
     log.info("loaded %s (%s) on %s", spec.name, family, device)
     return LoadedModel(
-        spec=spec, family=family, module=module, outputs=outputs, chunking=chunking_for(family, config), config=config
+        spec=spec, family=family, module=module, roles=roles, chunking=chunking_for(family, config), config=config
     )

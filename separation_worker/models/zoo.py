@@ -18,7 +18,7 @@ class ModelSpec:
     checkpoint: str  # the zoo's checkpoint filename
     config: str  # the zoo's YAML config filename
     weight: float
-    vocals_stem: str = "vocals"  # which of the model's outputs is the vocals
+    vocals_stem: str = "vocals"  # the model's vocals stem as its YAML names it (any case)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +60,7 @@ DEFAULT_ENSEMBLE = Ensemble(
             checkpoint="MDX23C-8KFFT-InstVoc_HQ.ckpt",
             config="model_2_stem_full_band_8k.yaml",
             weight=0.25,
-            vocals_stem="Vocals",
+            vocals_stem="vocals",
         ),
     )
 )
