@@ -90,7 +90,8 @@ class Settings:
     # Discord
     discord_bot_token: str = field(default="", repr=False)
     discord_guild_id: int | None = None  # sync commands to this guild at once instead of globally
-    discord_home_guild_id: int | None = None  # whose Pro role counts in DMs
+    discord_home_guild_id: int | None = None  # whose Pro role and grants count in DMs and on Telegram
+    discord_owner_ids: tuple[int, ...] = ()  # operators: may grant and revoke Pro everywhere
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = ""  # gateway override (tests, proxies)
 
@@ -144,6 +145,7 @@ class Settings:
         values["telegram_api_base_url"] = (get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org").rstrip("/")
         values["telegram_admin_ids"] = _parse_ids("TELEGRAM_ADMIN_IDS", get("TELEGRAM_ADMIN_IDS") or "")
         values["discord_bot_token"] = get("DISCORD_BOT_TOKEN") or ""
+        values["discord_owner_ids"] = _parse_ids("DISCORD_OWNER_IDS", get("DISCORD_OWNER_IDS") or "")
         for name, env_name in (("discord_guild_id", "DISCORD_GUILD_ID"), ("discord_home_guild_id", "DISCORD_HOME_GUILD_ID")):
             ids = _parse_ids(env_name, get(env_name) or "")
             values[name] = ids[0] if ids else None

@@ -69,10 +69,36 @@ def world(fake) -> World:
     return World(owner, admin, alice, patron, guild, fake.channel_of(guild), pro_role, admin_role)
 
 
+@dataclass
+class Den:
+    """A stranger's own server, with the bot added: alice and the patron are members, alice holds its VIP role."""
+
+    stranger: User
+    guild: Guild
+    vip_role: Role
+
+
+@pytest.fixture
+def den(fake, world) -> Den:
+    stranger = fake.add_user("stranger")
+    guild = fake.add_guild("Stranger's Den", stranger)
+    vip_role = fake.add_role(guild, "VIP", position=1)
+    fake.join(guild, world.alice, vip_role)
+    fake.join(guild, world.patron)
+    fake.join(world.guild, stranger)  # also a plain member of the operator's server
+    return Den(stranger, guild, vip_role)
+
+
 @pytest.fixture
 async def bot_settings(tmp_path, model_dir, fake, world) -> Settings:
     await flush_test_redis(REDIS_DB)
-    env = service_env(tmp_path / "data", model_dir, redis_db=REDIS_DB, DISCORD_HOME_GUILD_ID=world.guild.id)
+    env = service_env(
+        tmp_path / "data",
+        model_dir,
+        redis_db=REDIS_DB,
+        DISCORD_HOME_GUILD_ID=world.guild.id,
+        DISCORD_OWNER_IDS=f"{world.owner.id}, 42",  # the home server's owner runs StemBot
+    )
     return Settings.from_env({**env, **fake.settings_env()})
 
 
@@ -106,10 +132,12 @@ async def make_bot(bot_settings, service):
     """Start a bot (connected and ready) with test-friendly options; all are stopped at the end."""
     running: list[RunningBot] = []
 
-    async def make(settings: Settings | None = None, **options) -> RunningBot:
+    async def make(
+        settings: Settings | None = None, with_service: SeparationService | None = None, **options
+    ) -> RunningBot:
         options.setdefault("guild_ready_timeout", 0.05)
         options.setdefault("edit_interval", 0.25)
-        bot = create_bot(settings or bot_settings, service, **options)
+        bot = create_bot(settings or bot_settings, with_service or service, **options)
         await bot.login(bot_settings.discord_bot_token)
         started = RunningBot(bot, asyncio.create_task(bot.connect()))
         running.append(started)
@@ -135,6 +163,19 @@ async def reply(fake: FakeDiscord, interaction: Interaction, timeout: float = 10
 
 async def quota_text(fake: FakeDiscord, user: User, guild: Guild | None) -> str:
     return (await reply(fake, await fake.slash("quota", user, guild))).content
+
+
+async def plans(fake: FakeDiscord, user: User, *where: Guild | None) -> list[str]:
+    """The user's plan ("Pro" or "Free") as /quota tells it in each server (None: a DM)."""
+    texts = [await quota_text(fake, user, guild) for guild in where]
+    return ["Pro" if "**Pro** plan" in text else "Free" for text in texts]
+
+
+async def admin(fake: FakeDiscord, subcommand: str, user: User, guild: Guild, **options) -> Sent:
+    """Run `/stembot <subcommand>` as `user` in `guild`; the reply, which only they see."""
+    message = await reply(fake, await fake.slash("stembot", user, guild, subcommand=subcommand, options=options))
+    assert message.ephemeral
+    return message
 
 
 def stage(text: str) -> int:
@@ -436,6 +477,86 @@ async def test_grant_and_revoke(fake, world, make_bot, service, manage_roles):
     assert "**Pro** plan" in await quota_text(fake, world.alice, None)
 
 
+# -- Pro is scoped: a server's admins act for their server, operators for everywhere ------------------------
+
+
+async def test_a_strangers_own_server_grants_pro_there_only(fake, world, den, make_bot, service):
+    await make_bot()
+    # Anyone can add the bot to a server of their own and grant themselves open-ended Pro: it holds there only.
+    granted = await admin(fake, "grant", den.stranger, den.guild, member=den.stranger)
+    assert "Pro in this server" in granted.content
+    assert await plans(fake, den.stranger, den.guild, world.guild, None) == ["Pro", "Free", "Free"]
+
+    refused = await admin(fake, "grant", den.stranger, den.guild, member=den.stranger, scope="everywhere")
+    assert "operators" in refused.content
+    # Nor may the operator's own server admins, unless they are operators (DISCORD_OWNER_IDS).
+    refused = await admin(fake, "grant", world.admin, world.guild, member=world.alice, scope="everywhere")
+    assert "operators" in refused.content
+    assert await plans(fake, den.stranger, world.guild, None) == ["Free", "Free"]
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Free"] * 3
+    assert await service.pro_status(UserIdentity("telegram", "1")) is None
+
+
+async def test_only_operators_grant_and_revoke_everywhere(fake, world, den, make_bot):
+    await make_bot()
+    granted = await admin(fake, "grant", world.owner, world.guild, member=world.alice, scope="everywhere")
+    assert "everywhere" in granted.content
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Pro"] * 3
+
+    # The stranger's server can't take away what the operators gave.
+    kept = await admin(fake, "revoke", den.stranger, den.guild, member=world.alice)
+    assert "no Pro role or grant in this server" in kept.content and "only the operators" in kept.content
+    refused = await admin(fake, "revoke", den.stranger, den.guild, member=world.alice, scope="everywhere")
+    assert "operators" in refused.content
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Pro"] * 3
+
+    ended = await admin(fake, "revoke", world.owner, world.guild, member=world.alice, scope="everywhere")
+    assert "Ended" in ended.content
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Free"] * 3
+    again = await admin(fake, "revoke", world.owner, world.guild, member=world.alice, scope="everywhere")
+    assert "had no Pro grant for everywhere" in again.content
+
+
+async def test_server_admins_revoke_only_their_servers_grants(fake, world, den, make_bot):
+    await make_bot()
+    await admin(fake, "grant", world.admin, world.guild, member=world.alice, days=7)  # the home server's
+    await admin(fake, "grant", den.stranger, den.guild, member=world.alice)
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Pro"] * 3
+
+    revoked = await admin(fake, "revoke", den.stranger, den.guild, member=world.alice)
+    assert "Removed this server's StemBot grant" in revoked.content and "operators" not in revoked.content
+    # The home server's grant stays, and reaches DMs as the home server's Pro does.
+    assert await plans(fake, world.alice, den.guild, world.guild, None) == ["Free", "Pro", "Pro"]
+
+
+async def test_a_pro_role_counts_only_in_the_server_that_set_it(fake, world, den, make_bot, service):
+    await make_bot()
+    await admin(fake, "pro-role", world.admin, world.guild, role=world.pro_role)  # the operator's Patreon role
+    await admin(fake, "pro-role", den.stranger, den.guild, role=den.vip_role)  # a role the stranger hands out
+    code = await service.link_code(UserIdentity("telegram", "777", "Tg Alice"))
+    await reply(fake, await fake.slash("link", world.alice, None, options={"code": code.code}))
+
+    # alice holds the stranger's VIP role: Pro in his server, nowhere else. Seen there last, it still doesn't
+    # reach her linked Telegram account (only the home server's role is remembered for elsewhere).
+    assert await plans(fake, world.alice, den.guild) == ["Pro"]
+    assert not (await service.quota(UserIdentity("telegram", "777"))).pro
+    assert await plans(fake, world.alice, world.guild, None) == ["Free", "Free"]
+    # The patron holds the home server's role: Pro there and, through DISCORD_HOME_GUILD_ID, in DMs; the
+    # stranger's server counts only its own role.
+    assert await plans(fake, world.patron, world.guild, None, den.guild) == ["Pro", "Pro", "Free"]
+
+
+async def test_without_a_home_server_no_role_counts_in_dms(fake, world, make_bot, bot_settings):
+    settings = bot_settings.replace(discord_home_guild_id=None)
+    async with await SeparationService.start(settings) as service:
+        bot = await make_bot(settings, with_service=service)
+        try:
+            await admin(fake, "pro-role", world.admin, world.guild, role=world.pro_role)
+            assert await plans(fake, world.patron, world.guild, None) == ["Pro", "Free"]
+        finally:
+            await bot.stop()
+
+
 async def test_commands_sync_to_the_configured_guild(fake, world, make_bot, bot_settings):
     await make_bot(settings=bot_settings.replace(discord_guild_id=world.guild.id))
     names = {c["name"] for c in fake.commands[world.guild.id]}
@@ -445,13 +566,13 @@ async def test_commands_sync_to_the_configured_guild(fake, world, make_bot, bot_
     assert (await reply(fake, interaction)).ephemeral
 
 
-async def test_link_help_and_the_telegram_code(fake, world, make_bot, service):
+async def test_link_help_and_the_telegram_code(fake, world, den, make_bot, service):
     await make_bot()
     code = await service.link_code(UserIdentity("telegram", "777", "Tg Alice"))
     message = await reply(fake, await fake.slash("link", world.alice, None, options={"code": code.code}))
     assert message.ephemeral and "Linked" in message.content
-    await service.grant_pro("telegram:admin", UserIdentity("telegram", "777"))
-    assert "**Pro** plan" in await quota_text(fake, world.alice, world.guild)  # Pro on Telegram counts here
+    await service.grant_pro("telegram:admin", UserIdentity("telegram", "777"))  # Telegram's /grant: everywhere
+    assert await plans(fake, world.alice, world.guild, den.guild, None) == ["Pro"] * 3  # it counts here too
 
     help_message = await reply(fake, await fake.slash("help", world.alice, world.guild))
     assert help_message.ephemeral and "/separate" in help_message.text()
@@ -513,3 +634,11 @@ def test_stembot_discord_subcommand(tmp_path):
     settings = Settings.from_env({"STEMBOT_DATA_DIR": str(tmp_path)})
     with pytest.raises(SettingsError, match="DISCORD_BOT_TOKEN"):
         args.handler(args, settings)
+
+
+def test_discord_owner_ids_setting(tmp_path):
+    env = {"STEMBOT_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(env).discord_owner_ids == ()
+    assert Settings.from_env({**env, "DISCORD_OWNER_IDS": "12, 34"}).discord_owner_ids == (12, 34)
+    with pytest.raises(SettingsError, match="DISCORD_OWNER_IDS"):
+        Settings.from_env({**env, "DISCORD_OWNER_IDS": "@me"})

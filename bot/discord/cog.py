@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiohttp
 import discord
@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
 from bot.service import SeparationService
 from stembot.settings import Settings
-from storage import safe_filename
+from storage import ProReason, safe_filename
 
 from . import members, texts
 from .delivery import Deliveries, delivery_info
@@ -36,6 +36,7 @@ MEDIA_SUFFIXES = tuple(
     ".mp3 .wav .flac .ogg .oga .opus .m4a .aac .wma .aif .aiff .mp4 .m4v .mov .webm .mkv .avi".split()
 )
 LINK = re.compile(r"https?://[^\s<>]+")
+Scope = Literal["server", "everywhere"]  # where a grant holds; "everywhere" is for operators only
 
 
 class StemCog(commands.Cog):
@@ -203,15 +204,26 @@ class StemCog(commands.Cog):
         await interaction.response.send_message(texts.pro_role_set(role, members.can_manage(role)), ephemeral=True)
 
     @stembot.command(name="grant", description="Give a member the Pro plan")
-    @app_commands.describe(member="Who gets Pro", days="For how many days (default: until revoked)")
+    @app_commands.describe(
+        member="Who gets Pro",
+        days="For how many days (default: until revoked)",
+        scope="Where it holds: this server (default), or everywhere (StemBot operators only)",
+    )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def grant(
         self,
         interaction: discord.Interaction,
         member: discord.Member,
         days: app_commands.Range[int, 1, 3650] | None = None,
+        scope: Scope = "server",
     ) -> None:
         assert interaction.guild is not None
+        if scope == "everywhere":
+            if await self._refuse_non_operator(interaction):
+                return
+            grant = await self.service.grant_pro(_by(interaction), members.member_identity(member), days=days)
+            await interaction.response.send_message(texts.granted_everywhere(member, grant.until), ephemeral=True)
+            return
         role = await members.pro_role(self.service, interaction.guild)
         # A role can't expire by itself, so a grant for some days is always recorded by StemBot.
         if role is not None and days is None and members.can_manage(role):
@@ -224,15 +236,24 @@ class StemCog(commands.Cog):
                 await interaction.response.send_message(texts.granted_role(member, role), ephemeral=True)
                 return
         grant = await self.service.grant_pro(
-            f"discord:{interaction.user.id}", members.member_identity(member), days=days
+            _by(interaction), members.member_identity(member), days=days, guild_id=interaction.guild.id
         )
         await interaction.response.send_message(texts.granted_record(member, grant.until), ephemeral=True)
 
     @stembot.command(name="revoke", description="Take a member's Pro plan away")
-    @app_commands.describe(member="Whose Pro ends")
+    @app_commands.describe(
+        member="Whose Pro ends",
+        scope="Which grant: this server's (default), or the one for everywhere (StemBot operators only)",
+    )
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def revoke(self, interaction: discord.Interaction, member: discord.Member) -> None:
+    async def revoke(self, interaction: discord.Interaction, member: discord.Member, scope: Scope = "server") -> None:
         assert interaction.guild is not None
+        if scope == "everywhere":
+            if await self._refuse_non_operator(interaction):
+                return
+            revoked = await self.service.revoke_pro(members.member_identity(member))
+            await interaction.response.send_message(texts.revoked_everywhere(member, revoked), ephemeral=True)
+            return
         role = await members.pro_role(self.service, interaction.guild)
         holds = removed = False
         if role is not None and member.get_role(role.id) is not None:
@@ -243,11 +264,20 @@ class StemCog(commands.Cog):
                     removed, holds = True, False
                 except discord.Forbidden:
                     log.info("removing the Pro role was refused")
-        revoked = await self.service.revoke_pro(members.member_identity(member))
-        if role is not None:  # remember what they hold now, so DMs and linked accounts follow at once
-            await self.service.pro_status(members.member_identity(member, holds_pro_role=holds))
+        revoked = await self.service.revoke_pro(members.member_identity(member), guild_id=interaction.guild.id)
+        # Also remembers what they hold now (in the home server), so DMs and linked accounts follow at once.
+        reason = await self.service.pro_status(members.member_identity(member, holds if role is not None else None))
         text = texts.revoked(member, removed, revoked) + (texts.CANT_REMOVE_ROLE if holds else "")
+        if reason in (ProReason.GRANT, ProReason.LINKED_GRANT):  # this server's grant is gone: that one is global
+            text += texts.STILL_PRO_EVERYWHERE
         await interaction.response.send_message(text, ephemeral=True)
+
+    async def _refuse_non_operator(self, interaction: discord.Interaction) -> bool:
+        """Grants for everywhere are the operators' (DISCORD_OWNER_IDS): refuse anyone else. True if refused."""
+        if interaction.user.id in self.settings.discord_owner_ids:
+            return False
+        await _refuse(interaction, texts.OPERATORS_ONLY)
+        return True
 
     @stembot.command(name="status", description="The queue, and this server's StemBot settings")
     @app_commands.checks.has_permissions(manage_guild=True)
@@ -289,6 +319,10 @@ async def _refuse(interaction: discord.Interaction, text: str) -> None:
     except discord.HTTPException:
         pass
     await interaction.followup.send(text, ephemeral=True)
+
+
+def _by(interaction: discord.Interaction) -> str:
+    return f"discord:{interaction.user.id}"
 
 
 def _media_attachment(message: discord.Message) -> discord.Attachment | None:

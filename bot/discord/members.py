@@ -29,18 +29,21 @@ def can_manage(role: discord.Role) -> bool:
 async def identity(
     interaction: discord.Interaction, service: SeparationService, home_guild_id: int | None
 ) -> UserIdentity:
-    """The service's view of the user; `holds_pro_role` only when a guild's Pro role could be checked."""
+    """The service's view of the user: the server the request comes from, and whether they hold its Pro role
+    (in a DM: the home server's), when that could be checked."""
     user = interaction.user
-    if interaction.guild is not None and isinstance(user, discord.Member):
-        holds = await _holds_pro_role(service, user)
-    else:
+    holds: bool | None = None
+    if interaction.guild_id is None:
         holds = await _holds_home_pro_role(interaction.client, service, home_guild_id, user.id)
-    return UserIdentity("discord", str(user.id), user.display_name, holds)
+    elif interaction.guild is not None and isinstance(user, discord.Member):
+        holds = await _holds_pro_role(service, user)
+    guild_id = None if interaction.guild_id is None else str(interaction.guild_id)
+    return UserIdentity("discord", str(user.id), user.display_name, holds, guild_id)
 
 
-def member_identity(member: discord.Member | discord.User, holds_pro_role: bool | None = None) -> UserIdentity:
-    """Someone an admin names (grant/revoke); `holds_pro_role` once the bot itself changed the role."""
-    return UserIdentity("discord", str(member.id), member.display_name, holds_pro_role)
+def member_identity(member: discord.Member, holds_pro_role: bool | None = None) -> UserIdentity:
+    """Someone an admin names in their server (grant/revoke); `holds_pro_role` once the bot changed the role."""
+    return UserIdentity("discord", str(member.id), member.display_name, holds_pro_role, str(member.guild.id))
 
 
 async def _holds_pro_role(service: SeparationService, member: discord.Member) -> bool | None:

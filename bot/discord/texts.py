@@ -176,21 +176,39 @@ def pro_role_set(role: discord.Role, manageable: bool) -> str:
 
 
 def granted_role(member: discord.Member, role: discord.Role) -> str:
-    return f"Gave {member.mention} the {role.mention} role: they're Pro now."
+    return f"Gave {member.mention} the {role.mention} role: they're Pro in this server now."
 
 
 def granted_record(member: discord.Member, until: datetime | None) -> str:
-    when = f" until {discord.utils.format_dt(until, 'D')}" if until else ""
-    return f"{member.mention} is Pro{when} (recorded by StemBot)."
+    return f"{member.mention} is Pro in this server{_until(until)} (recorded by StemBot)."
+
+
+def granted_everywhere(member: discord.Member, until: datetime | None) -> str:
+    return f"{member.mention} is Pro everywhere StemBot runs{_until(until)}."
+
+
+def _until(until: datetime | None) -> str:
+    return f" until {discord.utils.format_dt(until, 'D')}" if until else ""
 
 
 def revoked(member: discord.Member, role_removed: bool, grant_revoked: bool) -> str:
     if not (role_removed or grant_revoked):
-        return f"{member.mention} had no Pro role or grant from me to take away."
+        return f"{member.mention} had no Pro role or grant in this server for me to take away."
     what = " and ".join(
-        part for part, done in (("the Pro role", role_removed), ("their StemBot grant", grant_revoked)) if done
+        part for part, done in (("the Pro role", role_removed), ("this server's StemBot grant", grant_revoked)) if done
     )
     return f"Removed {what} from {member.mention}."
 
 
+def revoked_everywhere(member: discord.Member, revoked: bool) -> str:
+    if not revoked:
+        return f"{member.mention} had no Pro grant for everywhere to take away."
+    return f"Ended {member.mention}'s Pro grant for everywhere."
+
+
 CANT_REMOVE_ROLE = "\nThey still hold the Pro role, which I'm not allowed to remove: a server admin has to do that."
+STILL_PRO_EVERYWHERE = "\nThey're still Pro through a grant from StemBot's operators, which only the operators can end."
+OPERATORS_ONLY = (
+    "Only StemBot's operators can grant or revoke Pro everywhere. "
+    "As a server admin you can grant Pro that holds in this server: leave `scope` at `server`."
+)

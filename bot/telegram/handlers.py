@@ -147,9 +147,10 @@ class TelegramFrontend:
         except ValueError:
             await message.reply_text(texts.GRANT_USAGE)
             return
-        grant = await self.service.grant_pro(f"telegram:{message.from_user.id}", target, days)
+        # TELEGRAM_ADMIN_IDS are operators: their grants hold everywhere (guild_id None).
+        grant = await self.service.grant_pro(f"telegram:{message.from_user.id}", target, days, guild_id=None)
         until = f" until {grant.until:%Y-%m-%d %H:%M} UTC" if grant.until else ""
-        await message.reply_text(f"⭐ User {target.user_id} is Pro{until}.")
+        await message.reply_text(texts.granted(target.user_id, until))
 
     async def revoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -157,8 +158,8 @@ class TelegramFrontend:
         if found is None:
             return
         target, _ = found
-        revoked = await self.service.revoke_pro(target)
-        await message.reply_text(f"User {target.user_id}'s Pro grant was revoked." if revoked else f"User {target.user_id} had no Pro grant.")
+        revoked = await self.service.revoke_pro(target, guild_id=None)
+        await message.reply_text(texts.revoked(target.user_id, revoked))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("handler failed: %s", context.error, exc_info=context.error)

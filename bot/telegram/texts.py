@@ -45,6 +45,14 @@ NOT_AUDIO_DOCUMENT = "That file doesn't look like audio or video. Send me an aud
 RECEIVED = "📥 Got it, checking your song…"
 
 
+def granted(user_id: str, until: str) -> str:
+    return f"⭐ User {user_id} is Pro{until}, everywhere StemBot runs."
+
+
+def revoked(user_id: str, revoked: bool) -> str:
+    return f"User {user_id}'s Pro grant was revoked." if revoked else f"User {user_id} had no Pro grant."
+
+
 def quota(info: QuotaInfo, wait: str) -> str:
     plan = "⭐ Pro" if info.pro else "Free"
     lines = [f"<b>{plan}</b>: {info.remaining} of {info.limit} song{'s' if info.limit != 1 else ''} left today."]
