@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 import warnings
 
 from .commands import COMMANDS
@@ -37,16 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         redaction.install(redaction.secrets_of(settings))
         log_format.configure(logging.INFO if args.verbose else logging.ERROR, settings.log_format == "json")
         return int(args.handler(args, settings) or 0)
-    except SettingsError as exc:
-        print(f"stembot: {exc}", file=sys.stderr)
+    except SettingsError as exc:  # its message names the setting at fault
+        print(f"stembot: {redaction.scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("stembot: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, no traceback, unless asked for
-        if args.verbose:
-            raise
-        print(f"stembot: {exc}", file=sys.stderr)
+        if args.verbose:  # scrubbed: a chained exception's text may carry a token (PTB's InvalidToken does)
+            print(redaction.scrub(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"stembot: {redaction.scrub(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILURE
 
 
