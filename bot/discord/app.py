@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -15,7 +17,8 @@ from discord.ext import commands
 from discord.gateway import DiscordWebSocket
 
 from bot.service import SeparationService
-from stembot.settings import Settings
+from stembot.settings import Settings, SettingsError
+from stembot.startup import network_reason
 
 from . import texts
 from .cog import StemCog
@@ -66,6 +69,7 @@ class StemBot(commands.Bot):
         sync_commands: bool = True,
         **options: Any,
     ):
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice: don't warn it's missing
         super().__init__(
             command_prefix=commands.when_mentioned,  # no prefix commands: everything is an app command
             help_command=None,
@@ -78,6 +82,20 @@ class StemBot(commands.Bot):
         self.service = service
         self.deliveries = Deliveries(self, service, token_lifetime=token_lifetime, edit_interval=edit_interval)
         self.sync_commands = sync_commands
+        self.synced = ""  # what the last sync did, for the log line once connected
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        # discord.py retries a gateway it cannot reach forever, logging a traceback each time. If the first
+        # connection fails, a setting or the network is wrong: discord.py dispatches "disconnect" inside its
+        # except block, so raising here ends connect() with one line saying which.
+        if event_name == "disconnect" and self.ws is None and not self.is_closed():
+            error = sys.exc_info()[1]  # the connection error discord.py is handling
+            if error is not None:
+                raise SettingsError(_gateway_failure(self.settings, error)) from None
+        super().dispatch(event_name, *args, **kwargs)
+
+    async def on_ready(self) -> None:
+        log.info("Discord bot %s is connected%s", self.user, self.synced)
 
     async def setup_hook(self) -> None:
         await self.add_cog(StemCog(self, self.service, self.settings, self.deliveries))
@@ -92,7 +110,7 @@ class StemBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
         else:
             synced = await self.tree.sync()
-        log.info("synced %d commands%s", len(synced), f" to guild {guild_id}" if guild_id else "")
+        self.synced = f"; {len(synced)} commands synced" + (f" to guild {guild_id}" if guild_id else "")
 
 
 def create_bot(settings: Settings, service: SeparationService, **options: Any) -> StemBot:
@@ -111,8 +129,27 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: closing.append(asyncio.create_task(bot.close())))
         async with bot:
-            await bot.start(settings.discord_bot_token)
+            await login(bot, settings)
+            await bot.connect()
         await asyncio.gather(*closing)
+
+
+async def login(bot: StemBot, settings: Settings) -> None:
+    """`bot.login()`, its failures turned into one line naming the setting at fault."""
+    try:
+        await bot.login(settings.discord_bot_token)
+    except discord.LoginFailure:  # Discord answered 401 to GET /users/@me
+        raise SettingsError("DISCORD_BOT_TOKEN was rejected by the Discord API (401 Unauthorized): "
+                            "check the token in the Discord developer portal") from None
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise SettingsError(f"cannot reach the Discord API at {settings.discord_api_base_url} ({network_reason(exc)}): "
+                            "check DISCORD_API_BASE_URL and the network") from None
+
+
+def _gateway_failure(settings: Settings, error: BaseException) -> str:
+    reason = f"closed with code {error.code}" if isinstance(error, discord.ConnectionClosed) else network_reason(error)
+    gateway = settings.discord_gateway_url or DISCORD_GATEWAY
+    return f"cannot connect to the Discord gateway at {gateway} ({reason}): check DISCORD_GATEWAY_URL and the network"
 
 
 def run(settings: Settings) -> None:

@@ -7,10 +7,13 @@ import logging
 import signal
 
 from telegram import BotCommand
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.service import SeparationService
 from stembot import redaction
+from stembot.settings import SettingsError
+from stembot.startup import network_reason
 
 from .delivery import Deliveries
 from .handlers import TelegramFrontend
@@ -24,6 +27,9 @@ COMMANDS = [
     BotCommand("link", "Link your Discord account"),
     BotCommand("cancel", "Cancel your queued song"),
 ]
+
+DEFAULT_API = "https://api.telegram.org"
+_STATUS_CODES = {"Unauthorized": 401, "Not Found": 404}  # what the Bot API answers to a bad token
 
 
 class TelegramBot:
@@ -49,9 +55,17 @@ class TelegramBot:
         )
 
     async def start(self) -> None:
-        self.service = await SeparationService.start(self.settings)
+        """Start polling; a failed start releases what it took (an open database would keep the process alive)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self.app = self._build()
-        await self.app.initialize()
+        await self._check_token()  # before storage and Redis are touched
+        self.service = await SeparationService.start(self.settings)
         self.deliveries = Deliveries(self.app.bot, self.service, self.settings.telegram_api_base_url, self.edit_interval_s)
         TelegramFrontend(self.settings, self.service, self.deliveries).register(self.app)
         await self.app.bot.set_my_commands(COMMANDS)
@@ -59,6 +73,24 @@ class TelegramBot:
         await self.app.updater.start_polling(timeout=self.poll_timeout_s, drop_pending_updates=False)
         await self.deliveries.resume()  # jobs that were running, or finished, while we were down
         log.info("Telegram bot @%s is running", self.app.bot.username)
+
+    async def _check_token(self) -> None:
+        """`initialize()` calls getMe; turn its failures into one line naming the setting, never the token."""
+        assert self.app is not None
+        base = self.settings.telegram_api_base_url
+        try:
+            await self.app.initialize()
+        except InvalidToken as exc:
+            # PTB's own message quotes the token; the server's answer ("Unauthorized") is in the cause.
+            answer = str(exc.__cause__ or "rejected")
+            status = f"{_STATUS_CODES[answer]} {answer}" if answer in _STATUS_CODES else answer
+            # A 404 from a server other than Telegram's may also mean the base URL is not a Bot API.
+            also = " and TELEGRAM_API_BASE_URL" if answer == "Not Found" and base != DEFAULT_API else ""
+            raise SettingsError(f"TELEGRAM_BOT_TOKEN was rejected by the Telegram Bot API ({status}): "
+                                f"check the token from @BotFather{also}") from None
+        except NetworkError as exc:  # TimedOut included
+            raise SettingsError(f"cannot reach the Telegram Bot API at {base} ({network_reason(exc)}): "
+                                "check TELEGRAM_API_BASE_URL and the network") from None
 
     async def stop(self) -> None:
         if self.app is not None:
@@ -69,8 +101,11 @@ class TelegramBot:
             if self.app.running:
                 await self.app.stop()
             await self.app.shutdown()
+            await self.app.bot.shutdown()  # after a failed initialize() only the bot's HTTP clients are open
+            self.app = None
         if self.service is not None:
             await self.service.close()
+            self.service = None
 
 
 async def serve(settings) -> None:

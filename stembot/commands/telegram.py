@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 
+from stembot.startup import require_redis
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("telegram", help="run the Telegram bot")
@@ -13,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    settings.require("telegram_bot_token", "secret_key", "public_url")  # before importing PTB: fail fast
+    require_redis(settings.redis_url)
     from bot.telegram import serve
 
     logging.getLogger("bot").setLevel(logging.INFO)

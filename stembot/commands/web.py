@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+
+from stembot.settings import SettingsError
+from stembot.startup import require_redis
+
+_BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    settings.require("secret_key", "public_url")
+    require_redis(settings.redis_url)  # /metrics reads the queue: a wrong REDIS_URL is found now, not at a scrape
     from bot.web import run as run_web
 
     logging.getLogger("aiohttp.access").setLevel(logging.INFO)
-    run_web(settings, args.host, args.port)
+    try:
+        run_web(settings, args.host, args.port)
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS:
+            raise
+        raise SettingsError(f"cannot listen on {args.host}:{args.port} ({os.strerror(exc.errno)}): "
+                            "choose another --host or --port") from None
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from stembot.startup import require_redis
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("worker", help="run a separation worker on the Redis job queue")
@@ -12,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    require_redis(settings.redis_url)  # before loading models, and before arq's own retries and their log lines
     from arq import run_worker
 
     from separation_worker.worker import worker_settings
