@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import media_input
 from .errors import InputError
 
 SAMPLE_RATE = 44100
@@ -19,6 +21,10 @@ CHANNELS = 2
 PROBE_TIMEOUT_S = 30
 DECODE_TIMEOUT_S = 300
 ENCODE_TIMEOUT_S = 300
+
+NOT_READABLE = "That file isn't audio or video I can read."
+NO_AUDIO = "That file has no audio track."
+PLAYLIST = "That file is a playlist, not a song: send the audio or video file itself."
 
 ENCODER_ARGS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", "320k"],
@@ -43,21 +49,33 @@ def require_ffmpeg() -> None:
 
 
 def probe(path: Path) -> dict:
-    """ffprobe's view of a file; InputError if it is not media ffmpeg can read."""
+    """ffprobe's view of a file; InputError if it is not media ffmpeg can read.
+
+    The file is opened as one allowed container and nothing else (media_input): a playlist in
+    disguise is refused here, before anything reads what it points at.
+    """
     try:
         proc = subprocess.run(
-            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+             *media_input.input_args(path)],
             capture_output=True,
             timeout=PROBE_TIMEOUT_S,
             check=False,
         )
     except subprocess.TimeoutExpired:
         raise InputError("That file took too long to read; it may be damaged.") from None
+    refused = media_input.refused_format(proc.stderr.decode(errors="replace"))
+    if refused in media_input.PLAYLIST_DEMUXERS:
+        raise InputError(PLAYLIST)
+    if refused is not None and media_input.is_image(refused):
+        raise InputError(NO_AUDIO)
     if proc.returncode != 0:
-        raise InputError("That file isn't audio or video I can read.")
+        raise InputError(NOT_READABLE)
     info = json.loads(proc.stdout or b"{}")
+    if not media_input.is_allowed_format(str(info.get("format", {}).get("format_name", ""))):
+        raise InputError(NOT_READABLE)
     if not any(s.get("codec_type") == "audio" for s in info.get("streams", [])):
-        raise InputError("That file has no audio track.")
+        raise InputError(NO_AUDIO)
     return info
 
 
@@ -76,6 +94,8 @@ def decode(
     """Decode the first audio stream to float32 stereo 44.1 kHz (mono duplicated, others resampled).
 
     The title is `title` if given, else the file's tags, else `default_title`, else the file name.
+    Samples stream from ffmpeg straight into one buffer (about 1x the audio in memory), and a file
+    that runs past the cap is refused as soon as it does, whatever its container claimed.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,21 +107,16 @@ def decode(
     if declared is not None and declared > max_duration_seconds + 1:
         raise InputError(too_long_message(declared, max_duration_seconds))
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
+        "ffmpeg", "-nostdin", "-v", "error", *media_input.input_args(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         # Decode at most a little past the cap, whatever the container claims.
         "-t", f"{max_duration_seconds + 1:.3f}",
-        "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), "-f", "f32le", "-",
+        "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1",
     ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=DECODE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise InputError("That file took too long to decode; it may be damaged.") from None
-    raw = proc.stdout
-    if proc.returncode != 0 and not raw:
+    frames, ok = _read_frames(cmd, int((max_duration_seconds + 1) * SAMPLE_RATE) + SAMPLE_RATE)
+    if not ok and frames.shape[0] == 0:
         raise InputError("That file is damaged or isn't audio I can decode.")
-    usable = len(raw) - len(raw) % (4 * CHANNELS)
-    samples = np.frombuffer(raw[:usable], dtype="<f4").reshape(-1, CHANNELS).T.copy()
+    samples = frames.T  # (2, n) view of the interleaved buffer: no copy
     if samples.shape[1] < SAMPLE_RATE // 10:
         raise InputError("That file has no audio in it (or less than a tenth of a second).")
     if not np.isfinite(samples).all():
@@ -110,6 +125,37 @@ def decode(
     if duration > max_duration_seconds:
         raise InputError(too_long_message(duration, max_duration_seconds))
     return DecodedAudio(samples=samples, title=title or _title_from(info, default_title or path.stem))
+
+
+def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, bool]:
+    """Run an ffmpeg decode to f32le on stdout; (interleaved (n, 2) frames, whether it exited cleanly).
+
+    Reads straight into a buffer of `max_frames` (pages are only touched as they fill), killed at
+    DECODE_TIMEOUT_S: a crafted file can neither hold a worker nor make it buffer twice.
+    """
+    buffer = np.empty((max_frames, CHANNELS), dtype="<f4")
+    view = memoryview(buffer).cast("B")
+    filled = 0
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    timer = threading.Timer(DECODE_TIMEOUT_S, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        while filled < len(view):
+            got = proc.stdout.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+        timed_out = not timer.is_alive()
+    finally:
+        timer.cancel()
+        proc.kill()  # a no-op once it has exited; ends it if the buffer filled first
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    if timed_out:
+        raise InputError("That file took too long to decode; it may be damaged.")
+    return buffer[: filled // (4 * CHANNELS)], proc.returncode == 0
 
 
 def declared_duration(info: dict) -> float | None:
@@ -139,8 +185,8 @@ def encode(samples: np.ndarray, path: Path, fmt: str, title: str | None = None) 
     meta = ["-metadata", f"title={title}"] if title else []
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
-        "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", str(samples.shape[0]), "-i", "-",
-        *ENCODER_ARGS[fmt], *meta, str(path),
+        "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", str(samples.shape[0]), "-i", "pipe:0",
+        *ENCODER_ARGS[fmt], *meta, media_input.output_arg(path),
     ]
     proc = subprocess.run(cmd, input=interleaved.tobytes(), capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False)
     if proc.returncode != 0:

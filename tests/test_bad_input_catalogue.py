@@ -22,6 +22,7 @@ REDIS_DB = 15
 NOT_READABLE = "That file isn't audio or video I can read."
 NO_AUDIO = "That file has no audio track."
 PRIVATE = "That link points to a private or local address, which I can't fetch."
+PLAYLIST = "That file is a playlist, not a song: send the audio or video file itself."
 ACCEPTED = "accepted"
 
 
@@ -42,6 +43,11 @@ def lying_wav():
     """A WAV whose header claims hours of audio but holds one second."""
     header = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 2, SR, SR * 4, 4, 16)
     return header + b"data" + struct.pack("<I", 0xFFFFFF00) + bytes(SR * 4)
+
+
+def hls_playlist(segment, ended=True):
+    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:10", "#EXTINF:2.0,", segment] + (["#EXT-X-ENDLIST"] if ended else [])
+    return ("\n".join(lines) + "\n").encode()
 
 
 def nan_wav(tmp):
@@ -69,6 +75,9 @@ def uploads(tmp):
                                                 "-shortest", "-c:v", "mpeg4", "-c:a", "aac"), ACCEPTED),
         ("image", "cover.png", ffmpeg(tmp, "cover.png", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=1:duration=1", "-frames:v", "1"), NO_AUDIO),
         ("zip", "album.zip", zip_bytes(), NOT_READABLE),
+        ("HLS playlist naming a server file", "song.mp3", hls_playlist(f"file://{tmp / 'song.mp3'}"), PLAYLIST),
+        ("live HLS playlist", "live.mp3", hls_playlist("../song.mp3", ended=False), PLAYLIST),
+        ("ffconcat list", "list.mp3", f"ffconcat version 1.0\nfile '{tmp / 'song.mp3'}'\n".encode(), PLAYLIST),
         ("long name with separators and unicode", "../../etc/" + "ßöñg🎵" * 60 + "\\x/y.mp3", song, ACCEPTED),
     ]
 

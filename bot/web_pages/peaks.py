@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from separation_worker import media_input
+
 log = logging.getLogger(__name__)
 
 BINS = 1000
@@ -57,7 +59,7 @@ async def decode_peaks(path: Path, bins: int = BINS) -> Peaks:
     """The file's waveform, or no data (drawn flat) when ffmpeg can't decode it."""
     try:
         process = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(RATE), "-f", "s16le", "-",
+            "ffmpeg", "-nostdin", "-v", "error", *media_input.input_args(path), "-ac", "1", "-ar", str(RATE), "-f", "s16le", "pipe:1",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:
