@@ -25,10 +25,21 @@ HEADER_LIMIT = 64 * 1024
 CONNECT_TIMEOUT_S = 15.0
 
 
+# IPv6 ranges that carry an IPv4 address inside and reach it through a translator or relay: NAT64 (well-known
+# and local-use prefixes), 6to4, IPv4-compatible and IPv4-translated addresses. Python counts most of them as
+# global, yet 64:ff9b::a00:1 is 10.0.0.1 behind a NAT64 gateway. Refused whole, whatever they embed.
+IPV4_EMBEDDING = tuple(
+    ipaddress.ip_network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96", "::ffff:0:0:0/96")
+)
+
+
 def public_only(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
     """Production policy: only globally routable unicast addresses (no loopback, private, link-local, ...)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif any(address in net for net in IPV4_EMBEDDING):
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -83,6 +94,7 @@ class EgressGuard:
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
+            self._loop.close()
 
         self._thread = threading.Thread(target=run, name="egress-guard", daemon=True)
         self._thread.start()
@@ -94,8 +106,14 @@ class EgressGuard:
             return
 
         async def close() -> None:
+            # Connections still open (a download that was killed) end here, not with a leaked loop.
             assert self._server is not None
             self._server.close()
+            handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            await asyncio.sleep(0)  # let the closed transports finish
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -154,7 +172,7 @@ class EgressGuard:
         except (OSError, asyncio.TimeoutError):
             await _reply(writer, 502, b"cannot connect")
             return
-        await _pipe_both(reader, writer, *upstream)
+        await _pipe_both(reader, writer, *upstream, closing_response=method.upper() != "CONNECT")
 
     async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         addresses = await resolve_checked(host.strip("[]"), port, self.policy)
@@ -174,6 +192,15 @@ def _split_host_port(target: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
+def _closing_head(head: bytes) -> bytes:
+    """A response head with `Connection: close` in place of the server's own connection headers."""
+    lines = [
+        line for line in head[:-4].split(b"\r\n")
+        if not line.lower().startswith((b"connection:", b"keep-alive:", b"proxy-connection:"))
+    ]
+    return b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n"
+
+
 async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     writer.write(
@@ -191,15 +218,23 @@ async def _pipe_both(
     client_writer: asyncio.StreamWriter,
     upstream_reader: asyncio.StreamReader,
     upstream_writer: asyncio.StreamWriter,
+    closing_response: bool = False,
 ) -> None:
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, response: bool = False) -> None:
         try:
+            if response:
+                # One request per connection, and the client must know it: a connection it pooled and we
+                # closed fails its next request at random (yt-dlp's live check, made with fatal=False, then
+                # silently says 'not live').
+                sink.write(_closing_head(await source.readuntil(b"\r\n\r\n")))
             while chunk := await source.read(65536):
                 sink.write(chunk)
                 await sink.drain()
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             sink.close()
 
-    await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+    await asyncio.gather(
+        pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer, response=closing_response)
+    )
