@@ -23,6 +23,7 @@ class UploadSource:
     filename: str
     data: bytes | None = None
     path: Path | None = None
+    movable: bool = False  # the path is the front end's staged copy (FileStore.staging): moved into the job, not copied
 
 
 @dataclass(frozen=True)

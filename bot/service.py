@@ -13,7 +13,6 @@ import logging
 import math
 import secrets
 import shutil
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import AsyncIterator
@@ -146,13 +145,24 @@ class SeparationService:
             await metrics.count(self.redis, f"refusals:{outcome.code}")
         return outcome
 
+    async def precheck(
+        self, who: UserIdentity, size: int | None = None, duration: float | None = None
+    ) -> Refusal | None:
+        """The cheap checks (quota, queue, declared size and length), for a front end to run before it
+        downloads an upload; submit() runs them again."""
+        user = await self._user(who)
+        pro, limit = await self._limit(user.id, who)
+        refusal = await self._check_load(user.id, pro, limit) or self._check_declared(size, duration, pro)
+        if refusal:
+            await metrics.count(self.redis, f"refusals:{refusal.code}")
+        return refusal
+
     async def _submit(self, who: UserIdentity, source: Source, delivery: object) -> JobHandle | Refusal:
         user = await self._user(who)
         pro, limit = await self._limit(user.id, who)
-        max_duration = self.settings.max_duration_seconds
-        if not pro:
-            max_duration = min(max_duration, self.settings.max_duration_free_seconds)
-        refusal = await self._check_source(source, max_duration, pro) or await self._check_load(user.id, pro, limit)
+        max_duration = self._max_duration(pro)
+        # Cheap checks first: probing a file costs a process, refusing by quota or queue costs a query.
+        refusal = await self._check_load(user.id, pro, limit) or await self._check_source(source, max_duration, pro)
         if refusal:
             return refusal
         job_id = new_job_id()
@@ -220,16 +230,29 @@ class SeparationService:
                     return Refusal("private_link", str(exc))
             return None
         size = len(source.data) if source.data is not None else (source.path.stat().st_size if source.path else 0)
-        if size > self.settings.max_input_bytes:
+        return self._check_declared(size, None, pro) or await asyncio.to_thread(self._probe_upload, source, max_duration, pro)
+
+    def _max_duration(self, pro: bool) -> float:
+        if pro:
+            return self.settings.max_duration_seconds
+        return min(self.settings.max_duration_seconds, self.settings.max_duration_free_seconds)
+
+    def _check_declared(self, size: int | None, duration: float | None, pro: bool) -> Refusal | None:
+        """Refuse by what the platform or the container says, before anything is downloaded or decoded."""
+        if size is not None and size > self.settings.max_input_bytes:
             return Refusal("too_large", f"That file is larger than the {self.settings.max_input_bytes // (1024 * 1024)} MB limit.")
-        return await asyncio.to_thread(self._probe_upload, source, max_duration, pro)
+        max_duration = self._max_duration(pro)
+        if duration is not None and duration > max_duration + 1:
+            upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
+            return Refusal("too_long", audio_io.too_long_message(duration, int(max_duration), upsell))
+        return None
 
     def _probe_upload(self, source: UploadSource, max_duration: float, pro: bool) -> Refusal | None:
         """Refuse files that aren't audio, or are too long, before they cost anything."""
-        with tempfile.TemporaryDirectory(prefix="stembot-probe-") as tmp:
+        with self.files.staging() as staging:
             path = source.path
             if path is None:
-                path = Path(tmp) / safe_filename(source.filename, "upload")
+                path = staging / safe_filename(source.filename, "upload")
                 path.write_bytes(source.data or b"")
             if path.stat().st_size == 0:
                 return Refusal("not_audio", "That file is empty.")
@@ -237,18 +260,16 @@ class SeparationService:
                 info = audio_io.probe(path)
             except InputError as exc:
                 return Refusal("not_audio", str(exc))
-        duration = audio_io.declared_duration(info)
-        if duration is not None and duration > max_duration + 1:
-            upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
-            return Refusal("too_long", audio_io.too_long_message(duration, int(max_duration), upsell))
-        return None
+        return self._check_declared(None, audio_io.declared_duration(info), pro)
 
     def _store_upload(self, job_id: str, source: UploadSource) -> None:
-        name = safe_filename(source.filename, "upload")
-        with self.files.writing(job_id, f"incoming/{name}") as temp:
-            if source.data is not None:
-                temp.write_bytes(source.data)
-            else:
+        name = f"incoming/{safe_filename(source.filename, 'upload')}"
+        if source.data is not None:
+            self.files.atomic_write(job_id, name, source.data)
+        elif source.movable:
+            self.files.adopt(job_id, name, source.path)  # type: ignore[arg-type]
+        else:
+            with self.files.writing(job_id, name) as temp:
                 shutil.copyfile(source.path, temp)  # type: ignore[arg-type]
 
     def _quota_refusal(self, pro: bool, decision) -> Refusal:

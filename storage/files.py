@@ -27,6 +27,7 @@ from storage.models import validate_job_id
 
 TEMP_PREFIX = ".tmp-"  # unfinished writes; never a valid name, never listed
 INCOMING = "incoming"  # each job's staging folder for uploads and downloads
+STAGING_PREFIX = ".staging-"  # uploads on their way in, before they have a job (same filesystem: moved, not copied)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,45 @@ class FileStore:
             handle.flush()
             os.fsync(handle.fileno())
         return self.path_of(job_id, name)
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh private folder in the store for an upload that has no job yet; removed on exit.
+
+        It lies on the store's filesystem, so `adopt` moves the file into its job instead of copying it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=self.root, prefix=STAGING_PREFIX))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def adopt(self, job_id: str, name: str, source: Path) -> Path:
+        """Move `source` into the job as file `name` (a rename within the store; a copy from elsewhere)."""
+        with self.writing(job_id, name) as temp:
+            try:
+                os.replace(source, temp)
+            except OSError:  # another filesystem
+                shutil.copyfile(source, temp)
+        return self.path_of(job_id, name)
+
+    def sweep_staging(self, older_than: datetime) -> int:
+        """Delete staging folders left by a front end that died mid-upload; returns how many."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for entry in os.scandir(self.root):
+            if not entry.name.startswith(STAGING_PREFIX):
+                continue
+            if datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, UTC) >= older_than:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        return removed
 
     def list_files(self, job_id: str) -> list[str]:
         """The job's complete files, as sorted relative names ("incoming/song.mp3"); temp files left out."""

@@ -20,6 +20,7 @@ from storage.files import FileStore
 log = logging.getLogger(__name__)
 
 _ID_CHUNK = 500  # stays below SQLite's limit on parameters per statement
+STALE_STAGING = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ async def sweep(db: Database, files: FileStore, ttl: timedelta, clock: Clock | N
         cursor = await conn.execute("DELETE FROM link_codes WHERE expires_at <= ?", (cutoff,))
         purged_codes = cursor.rowcount
 
+    # An upload is staged for seconds; one an hour old was left by a front end that died mid-upload.
+    await asyncio.to_thread(files.sweep_staging, now - STALE_STAGING)
     folders = await asyncio.to_thread(files.list_job_dirs)
     statuses = await _statuses(db, [folder.job_id for folder in folders])
     deleted: list[str] = []

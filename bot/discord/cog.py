@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -129,9 +127,12 @@ class StemCog(commands.Cog):
         delivery = delivery_info(interaction)
         if attachment is None:
             return await self.service.submit(who, LinkSource((url or "").strip()), delivery=delivery)
-        folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stembot-discord-"))
-        try:
-            path = folder / safe_filename(attachment.filename, "upload")
+        # Quota, queue and declared size first: a refused song is never downloaded.
+        refusal = await self.service.precheck(who, size=attachment.size)
+        if refusal is not None:
+            return refusal
+        with self.service.files.staging() as staging:
+            path = staging / safe_filename(attachment.filename, "upload")
             try:
                 complete = await self._download(attachment.url, path)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -139,9 +140,8 @@ class StemCog(commands.Cog):
                 return Refusal("download_failed", texts.DOWNLOAD_FAILED)
             if not complete:
                 return Refusal("too_large", texts.too_large(self.settings.max_input_bytes))
-            return await self.service.submit(who, UploadSource(attachment.filename, path=path), delivery=delivery)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            upload = UploadSource(attachment.filename, path=path, movable=True)
+            return await self.service.submit(who, upload, delivery=delivery)
 
     async def _download(self, url: str, dest: Path) -> bool:
         """Stream the attachment to `dest` (songs can be large: never whole in memory). False if over the limit."""

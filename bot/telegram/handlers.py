@@ -14,7 +14,9 @@ from bot.progress_text import until_text
 from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
 from bot.service import SeparationService
 
-from . import texts
+from storage import safe_filename
+
+from . import downloads, texts
 from .delivery import Deliveries, Destination
 from .sources import addressed_to_bot, is_media_document, link_in, media_of
 
@@ -54,21 +56,32 @@ class TelegramFrontend:
             await message.reply_text(texts.NOT_AUDIO_DOCUMENT)
             return
         media = media_of(message)
-        if media.size and media.size > self.settings.max_input_bytes:
-            await message.reply_text(f"That file is larger than the {self.settings.max_input_bytes // 2**20} MB limit.")
-            return
         if self.cloud_api and media.size and media.size > CLOUD_DOWNLOAD_LIMIT:
             await message.reply_text(texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20))
             return
-        status = await message.reply_text(texts.RECEIVED)
-        try:
-            telegram_file = await context.bot.get_file(media.file_id)
-            data = bytes(await telegram_file.download_as_bytearray())
-        except BadRequest as exc:
-            text = texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20) if "too big" in str(exc).lower() else f"I couldn't download that file from Telegram ({exc.message})."
-            await status.edit_text(text)
+        # Quota, queue, declared size and length first: a refused song is never downloaded.
+        refusal = await self.service.precheck(self._who(message), size=media.size, duration=media.duration)
+        if refusal is not None:
+            await message.reply_text(refusal.message)
             return
-        await self._submit(message, status, UploadSource(media.filename, data=data))
+        status = await message.reply_text(texts.RECEIVED)
+        with self.service.files.staging() as staging:
+            path = staging / safe_filename(media.filename, "upload")
+            try:
+                telegram_file = await context.bot.get_file(media.file_id)
+                complete = await downloads.download(telegram_file, path, self.settings.max_input_bytes)
+            except BadRequest as exc:
+                text = texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20) if "too big" in str(exc).lower() else f"I couldn't download that file from Telegram ({exc.message})."
+                await status.edit_text(text)
+                return
+            except downloads.DownloadFailed as exc:
+                log.warning("telegram download failed: %s", exc)
+                await status.edit_text(texts.DOWNLOAD_FAILED)
+                return
+            if not complete:
+                await status.edit_text(f"That file is larger than the {self.settings.max_input_bytes // 2**20} MB limit.")
+                return
+            await self._submit(message, status, UploadSource(media.filename, path=path, movable=True))
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

@@ -15,6 +15,7 @@ class TelegramMedia:
     file_id: str
     filename: str
     size: int | None
+    duration: float | None = None  # seconds, as Telegram declares it (audio, voice, video)
 
 
 def addressed_to_bot(message: Message, bot_id: int, bot_username: str) -> bool:
@@ -36,18 +37,27 @@ def media_of(message: Message) -> TelegramMedia | None:
     """The audio/video a message carries (audio, voice, video, video note, or an audio/video document)."""
     if message.audio:
         a = message.audio
-        return TelegramMedia(a.file_id, a.file_name or f"{a.title or 'audio'}.mp3", a.file_size)
+        return TelegramMedia(a.file_id, a.file_name or f"{a.title or 'audio'}.mp3", a.file_size, _seconds(a.duration))
     if message.voice:
-        return TelegramMedia(message.voice.file_id, "voice.ogg", message.voice.file_size)
+        v = message.voice
+        return TelegramMedia(v.file_id, "voice.ogg", v.file_size, _seconds(v.duration))
     if message.video:
         v = message.video
-        return TelegramMedia(v.file_id, v.file_name or "video.mp4", v.file_size)
+        return TelegramMedia(v.file_id, v.file_name or "video.mp4", v.file_size, _seconds(v.duration))
     if message.video_note:
-        return TelegramMedia(message.video_note.file_id, "video_note.mp4", message.video_note.file_size)
+        v = message.video_note
+        return TelegramMedia(v.file_id, "video_note.mp4", v.file_size, _seconds(v.duration))
     if message.document:
         d = message.document
         return TelegramMedia(d.file_id, d.file_name or "file", d.file_size)
     return None
+
+
+def _seconds(duration) -> float | None:
+    """PTB gives durations as timedelta (or int seconds in older versions)."""
+    if duration is None:
+        return None
+    return duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
 
 
 def is_media_document(message: Message) -> bool:

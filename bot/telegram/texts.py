@@ -42,6 +42,7 @@ TOO_BIG_FOR_TELEGRAM = (
     "Send me a link to it instead (YouTube, SoundCloud, Dropbox, …)."
 )
 NOT_AUDIO_DOCUMENT = "That file doesn't look like audio or video. Send me an audio file, a video, or a link."
+DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please send it again."
 RECEIVED = "📥 Got it, checking your song…"
 
 
