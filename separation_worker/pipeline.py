@@ -149,6 +149,8 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
             emit(ProgressEvent("fetch", 1.0))
         path = fetched.path
         title, default_title = (fetched.title, None) if fetched.from_page else (None, fetched.title)
+    elif isinstance(source, str) and "://" in source and not path.exists():
+        raise InputError("Only http(s) links are supported.")  # ftp://, file://, …: a link, but not one we fetch
     elif path.is_file() and path.stat().st_size > settings.max_input_bytes:
         raise InputError(f"That file is larger than the {settings.max_input_bytes // (1024 * 1024)} MB limit.")
     with _stage(timings, "decode"):

@@ -101,3 +101,11 @@ def test_real_containers_are_all_allowed(tmp_path):
         path = write_audio(tmp_path / f"song.{suffix}", music(1.0), extra_args=args)
         info = audio_io.probe(path)
         assert media_input.is_allowed_format(info["format"]["format_name"]), suffix
+
+
+@pytest.mark.parametrize("link", ["ftp://example.com/song.mp3", "file:///etc/passwd", "gopher://127.0.0.1:6379/_INFO"])
+def test_cli_refuses_links_that_are_not_http(tmp_path, cli_env, link):
+    proc = subprocess.run([stembot_exe(), "separate", link, "--out", str(tmp_path / "out")], env=cli_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "stembot: Only http(s) links are supported."
