@@ -66,6 +66,7 @@ from storage import (
     quota_status,
     record_pro_role,
     redeem_link_code,
+    retire_unscoped_grants,
     revoke_pro,
     safe_filename,
     set_guild_setting,
@@ -94,6 +95,9 @@ class SeparationService:
         redis = await queue.connect(settings.redis_url)
         service = cls(settings, db, FileStore.in_data_dir(settings.data_dir), redis, clock)
         await reconcile(db, redis)
+        retired = await retire_unscoped_grants(db, [f"discord:{i}" for i in settings.discord_owner_ids])
+        if retired:
+            log.warning("revoked %d Pro grants from before grants had a scope, not made by DISCORD_OWNER_IDS", retired)
         return service
 
     async def close(self) -> None:

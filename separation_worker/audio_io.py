@@ -113,8 +113,10 @@ def decode(
         "-t", f"{max_duration_seconds + 1:.3f}",
         "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1",
     ]
-    frames, ok = _read_frames(cmd, int((max_duration_seconds + 1) * SAMPLE_RATE) + SAMPLE_RATE)
-    if not ok and frames.shape[0] == 0:
+    frames, ended = _read_frames(cmd, int((max_duration_seconds + 1) * SAMPLE_RATE) + SAMPLE_RATE)
+    # ffmpeg may exit non-zero after decoding what it could of a damaged file: that audio counts. Killed by
+    # a signal we did not send (the OOM killer, say), it may have stopped anywhere: that does not.
+    if ended == "killed" or (ended == "failed" and frames.shape[0] == 0):
         raise InputError("That file is damaged or isn't audio I can decode.")
     samples = frames.T  # (2, n) view of the interleaved buffer: no copy
     if samples.shape[1] < SAMPLE_RATE // 10:
@@ -132,8 +134,9 @@ def _all_finite(frames: np.ndarray, block: int = 10 * SAMPLE_RATE) -> bool:
     return all(np.isfinite(frames[i : i + block]).all() for i in range(0, frames.shape[0], block))
 
 
-def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, bool]:
-    """Run an ffmpeg decode to f32le on stdout; (interleaved (n, 2) frames, whether it exited cleanly).
+def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, str]:
+    """Run an ffmpeg decode to f32le on stdout: (interleaved (n, 2) frames, how it ended), where how is
+    "full" (the buffer filled; we stopped it), "ok", "failed" (a non-zero exit) or "killed" (by a signal).
 
     Reads straight into a buffer of `max_frames` (pages are only touched as they fill), killed at
     DECODE_TIMEOUT_S: a crafted file can neither hold a worker nor make it buffer twice.
@@ -141,26 +144,39 @@ def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, bool]:
     buffer = np.empty((max_frames, CHANNELS), dtype="<f4")
     view = memoryview(buffer).cast("B")
     filled = 0
+    expired = threading.Event()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    timer = threading.Timer(DECODE_TIMEOUT_S, proc.kill)
-    timer.start()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(DECODE_TIMEOUT_S, expire)
     try:
+        timer.start()
         assert proc.stdout is not None
         while filled < len(view):
             got = proc.stdout.readinto(view[filled:])
             if not got:
                 break
             filled += got
-        timed_out = not timer.is_alive()
+        full = filled == len(view)
+        if not full:
+            proc.wait(timeout=10)  # it has closed its output: let it exit and report how
+    except subprocess.TimeoutExpired:
+        full = False
     finally:
         timer.cancel()
-        proc.kill()  # a no-op once it has exited; ends it if the buffer filled first
+        if proc.poll() is None:
+            proc.kill()  # the buffer filled first (the song is too long), or it hangs after closing its output
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
-    if timed_out:
+    if expired.is_set():
         raise InputError("That file took too long to decode; it may be damaged.")
-    return buffer[: filled // (4 * CHANNELS)], proc.returncode == 0
+    code = proc.returncode
+    ended = "full" if full else "ok" if code == 0 else "killed" if code < 0 else "failed"
+    return buffer[: filled // (4 * CHANNELS)], ended
 
 
 def declared_duration(info: dict) -> float | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Callable
 from urllib.parse import urlparse
 
+from . import media_input
 from .egress_guard import EgressGuard, Policy, public_only
 from .audio_io import too_long_message
 from .errors import InputError
@@ -120,15 +121,21 @@ def refuse_private_host(hostname: str, policy: Policy = public_only, port: int =
 # --- the watchdog (this process) ---------------------------------------------------------------------------
 
 
+_CHILD_ENV = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "VIRTUAL_ENV"})
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+
+
 def _watch(job: _Job, progress: Callable[[float], None] | None) -> FetchedMedia:
     """Run the download child and hold it to the byte cap and to `progress` (which may raise)."""
     dest_dir = Path(job.dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if job.proxy:
-        # yt-dlp gives ffmpeg the guard as http_proxy, but ffmpeg would still honour no_proxy (and go
-        # straight to 127.0.0.1, say): the child sees no proxy settings but the guard's.
-        env = {k: v for k, v in env.items() if not k.lower().endswith("_proxy")}
+    # The child (yt-dlp, ffmpeg, code from a site's extractor) sees none of our secrets: only what it
+    # needs to run. With the guard, no proxy settings either: yt-dlp gives ffmpeg the guard as
+    # http_proxy, but ffmpeg would still honour no_proxy (and go straight to 127.0.0.1, say).
+    env = {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith("LC_")}
+    if not job.proxy:
+        env.update({k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryFile() as log, subprocess.Popen(
         [sys.executable, "-m", __name__],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
@@ -296,8 +303,15 @@ def _download(job: _Job, on_fraction: Callable[[float], None]) -> FetchedMedia:
         # Native HLS/DASH downloads where yt-dlp can (ffmpeg only where it must).
         "hls_prefer_native": True,
         "external_downloader": {},
-        # An ffmpeg download stops just past the duration cap (decoding then refuses it as too long).
-        "external_downloader_args": {"ffmpeg_o": ["-t", str(int(job.max_duration_seconds) + 2)]},
+        # An ffmpeg download opens only the web (through the guard) as a real container or HLS/DASH,
+        # and stops just past the duration cap (decoding then refuses it as too long).
+        "external_downloader_args": {
+            "ffmpeg_i": media_input.network_input_args(),
+            "ffmpeg_o": ["-t", str(int(job.max_duration_seconds) + 2)],
+        },
+        # No fixup pass: it would run ffprobe/ffmpeg unguarded on the download (and double its bytes on
+        # disk mid-cap); decoding reads the file as it is, through media_input.
+        "fixup": "never",
     }
     if job.proxy:
         options["proxy"] = job.proxy

@@ -21,12 +21,16 @@ from pathlib import Path
 # Deliberately absent: hls, dash, concat, ffconcat, sdp, rtp, rtsp, image2 and the *_pipe image
 # readers, lavfi, ffmetadata, subtitles, tty, data, and the device inputs.
 ALLOWED_DEMUXERS: tuple[str, ...] = (
-    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf", "dsf", "dts", "dtshd",
-    "eac3", "flac", "flv", "loas", "matroska", "mlp", "mov", "mp3", "mpc", "mpc8", "mpeg", "mpegts", "ogg",
-    "tak", "truehd", "tta", "voc", "w64", "wav", "wv", "xwma",
+    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf", "dsf", "dts", "dtshd", "dv",
+    "eac3", "flac", "flv", "gsm", "iff", "libopenmpt", "loas", "matroska", "mlp", "mov", "mp3", "mpc", "mpc8",
+    "mpeg", "mpegts", "ogg", "qcp", "rm", "tak", "truehd", "tta", "voc", "w64", "wav", "wtv", "wv", "xwma",
 )
 
 PROTOCOL_WHITELIST = "file"
+# When yt-dlp hands a link to ffmpeg: the web through the egress guard, and nothing else (ffmpeg's
+# default for http inputs also admits rtp and udp, which an SDP answer would open past the guard).
+NETWORK_PROTOCOLS = "http,https,tls,tcp,crypto,httpproxy"
+STREAMING_DEMUXERS = ("hls", "dash")
 
 
 def input_args(path: Path) -> list[str]:
@@ -35,6 +39,14 @@ def input_args(path: Path) -> list[str]:
         "-protocol_whitelist", PROTOCOL_WHITELIST,
         "-format_whitelist", ",".join(ALLOWED_DEMUXERS),
         "-i", f"file:{Path(path).absolute()}",
+    ]
+
+
+def network_input_args() -> list[str]:
+    """Input options for an ffmpeg that downloads a link (yt-dlp's `ffmpeg_i` arguments)."""
+    return [
+        "-protocol_whitelist", NETWORK_PROTOCOLS,
+        "-format_whitelist", ",".join(ALLOWED_DEMUXERS + STREAMING_DEMUXERS),
     ]
 
 
@@ -50,7 +62,7 @@ def is_allowed_format(format_name: str) -> bool:
 
 # Formats that name other inputs: what a refusal of one of these says to the user.
 PLAYLIST_DEMUXERS = frozenset(
-    {"hls", "dash", "concat", "ffconcat", "sdp", "rtp", "rtsp", "webm_dash_manifest", "mpl2", "imf", "ffmetadata"}
+    {"hls", "dash", "concat", "ffconcat", "sdp", "rtp", "rtsp", "webm_dash_manifest", "imf", "ffmetadata"}
 )
 IMAGE_DEMUXERS = frozenset({"image2", "image2pipe", "gif", "apng", "webp", "mjpeg", "mjpeg_2000", "ico", "qoi"})
 

@@ -28,6 +28,7 @@ from storage.grants import (
     list_grants,
     pro_reason,
     record_pro_role,
+    retire_unscoped_grants,
     revoke_pro,
 )
 from storage.guilds import PRO_ROLE_ID, get_guild_setting, guild_settings, set_guild_setting
@@ -72,7 +73,7 @@ __all__ = [
     "QuotaDecision", "SchemaTooNew", "StorageError", "SweepReport", "SystemClock", "User",
     "accept_job", "active_grant", "cancel_job", "create_job", "create_link_code", "fail_job", "find_user",
     "finish_job", "get_guild_setting", "get_job", "get_or_create_user", "get_queued_job", "get_user",
-    "grant_pro", "guild_settings", "is_pro", "linked_account", "list_active_grants", "list_grants", "list_jobs",
+    "grant_pro", "guild_settings", "is_pro", "linked_account", "list_active_grants", "list_grants", "retire_unscoped_grants", "list_jobs",
     "list_undelivered", "list_user_jobs", "mark_delivered", "pro_reason", "quota_status", "record_pro_role",
     "redeem_link_code", "refund", "requeue_job", "revoke_pro", "safe_filename", "set_delivery",
     "set_guild_setting", "start_job", "store_result", "sweep", "transition", "try_charge", "unlink",

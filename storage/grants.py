@@ -10,6 +10,7 @@ visible; a sighting older than `PRO_ROLE_FRESHNESS` no longer counts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -18,6 +19,7 @@ import aiosqlite
 from storage.clock import encode_time
 from storage.database import Database
 from storage.errors import NotFound
+from storage.migrations import UNSCOPED_NOTE
 from storage.models import ProGrant, User
 from storage.users import fetch_user, require_user
 
@@ -70,6 +72,20 @@ async def revoke_pro(db: Database, user_id: int, guild_id: GuildId = None) -> bo
     one is left as it is). Grants of other scopes stay: a server's admins can't end the operators' grants."""
     async with db.write() as conn:
         return await _revoke_in(conn, user_id, _scope(guild_id), db.clock.now())
+
+
+async def retire_unscoped_grants(db: Database, operators: Iterable[str]) -> int:
+    """Revoke the grants from before Pro had scopes (global, made by any server's admin: strangers included)
+    unless an operator made them (`operators`: granted_by values such as "discord:123"). Returns how many."""
+    keep = sorted(set(operators))
+    now = encode_time(db.clock.now())
+    async with db.write() as conn:
+        cursor = await conn.execute(
+            f"UPDATE pro_grants SET revoked_at = ? WHERE revoked_at IS NULL AND note = ? AND guild_id IS NULL"
+            f" AND granted_by NOT IN ({', '.join('?' * len(keep))})",
+            (now, UNSCOPED_NOTE, *keep),
+        )
+        return cursor.rowcount
 
 
 async def active_grant(db: Database, user_id: int, guild_id: GuildId = None) -> ProGrant | None:

@@ -7,6 +7,8 @@ append a new one. Each is a tuple of single statements, because the applier runs
 
 from __future__ import annotations
 
+UNSCOPED_NOTE = "granted before scopes"  # a global grant any server's admin may have made (migration 2)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema. Timestamps are fixed-width UTC text (storage.clock.encode_time).
     (
@@ -97,6 +99,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # scope them to. At most one grant per (user, scope) is unrevoked (grant_pro revokes the previous one).
         "ALTER TABLE pro_grants ADD COLUMN guild_id TEXT",
         "CREATE INDEX pro_grants_by_scope ON pro_grants (user_id, guild_id, revoked_at)",
+        # But any server's admins could grant them, strangers included: Discord-made ones are marked, and the
+        # service retires those not made by an operator (DISCORD_OWNER_IDS) when it starts (retire_unscoped_grants).
+        f"UPDATE pro_grants SET note = '{UNSCOPED_NOTE}' WHERE granted_by LIKE 'discord:%' AND revoked_at IS NULL",
         # A remembered Pro role now names the server it was seen in. Older sightings could come from any server
         # (a stranger's role included), so they are forgotten; the next command in the home server or a DM
         # records it again.

@@ -109,3 +109,18 @@ def test_cli_refuses_links_that_are_not_http(tmp_path, cli_env, link):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert proc.stderr.strip() == "stembot: Only http(s) links are supported."
+
+
+def test_ffmpeg_downloads_open_only_web_media(tmp_path, http_server):
+    """The options yt-dlp gives an ffmpeg download: an SDP answer (RTP/UDP past the guard) is refused."""
+    root, base = http_server
+    (root / "stream.mp3").write_text("v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n")
+    write_audio(root / "song.mp3", music(1.0))
+
+    def download(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ffmpeg", "-v", "error", "-y", *media_input.network_input_args(), "-i", f"{base}/{name}",
+                               "-c", "copy", str(tmp_path / f"got-{name}")], capture_output=True, text=True, timeout=30)
+
+    refused = download("stream.mp3")
+    assert refused.returncode != 0 and "not on whitelist" in refused.stderr
+    assert download("song.mp3").returncode == 0

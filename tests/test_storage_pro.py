@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from storage import (
+    retire_unscoped_grants,
     Database,
     PRO_ROLE_FRESHNESS,
     NotFound,
@@ -185,13 +186,21 @@ async def test_migration_keeps_old_grants_global_and_forgets_old_role_sightings(
         now = "2025-01-01T00:00:00.000000Z"
         conn.execute(
             "INSERT INTO users (id, platform, platform_user_id, pro_role_held, pro_role_seen_at, created_at, "
-            "last_seen_at) VALUES (1, 'discord', '10', 1, ?, ?, ?), (2, 'discord', '20', 1, ?, ?, ?)",
-            (now,) * 6,
+            "last_seen_at) VALUES (1, 'discord', '10', 1, ?, ?, ?), (2, 'discord', '20', 1, ?, ?, ?),"
+            " (3, 'discord', '30', 0, NULL, ?, ?), (4, 'telegram', '40', 0, NULL, ?, ?)",
+            (now,) * 10,
         )
         conn.execute("INSERT INTO pro_grants (user_id, granted_by, granted_at) VALUES (1, 'discord:9', ?)", (now,))
+        conn.execute("INSERT INTO pro_grants (user_id, granted_by, granted_at) VALUES (3, 'discord:66', ?)", (now,))
+        conn.execute("INSERT INTO pro_grants (user_id, granted_by, granted_at) VALUES (4, 'telegram:5', ?)", (now,))
     async with await Database.open(path) as db:
-        [grant] = await list_active_grants(db)
-        assert grant.guild_id is None  # still holds everywhere
+        assert len(await list_active_grants(db)) == 3
+        # Any server's admin could have made the Discord ones: all but the operators' are retired.
+        assert await retire_unscoped_grants(db, ["discord:9"]) == 1
+        assert await retire_unscoped_grants(db, ["discord:9"]) == 0  # once
+        grants = await list_active_grants(db)
+        assert sorted(g.granted_by for g in grants) == ["discord:9", "telegram:5"]
+        assert all(g.guild_id is None for g in grants)  # still hold everywhere
         assert await pro_reason(db, 1, guild_id=DEN) is ProReason.GRANT
         # The sighting's server is unknown (it may have been a stranger's), so it no longer counts anywhere.
         assert not (await get_user(db, 2)).pro_role_held

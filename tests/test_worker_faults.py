@@ -41,7 +41,7 @@ async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
     await flush_test_redis()
     env = service_env(tmp_path / "data", model_dir)
     settings = Settings.from_env(env)
-    song = write_audio(tmp_path / "long.mp3", music(40.0, level=0.4)).read_bytes()  # long enough to kill mid-way
+    song = write_audio(tmp_path / "long.mp3", music(12.0, level=0.4)).read_bytes()  # separating takes seconds: long enough to kill mid-way
     log = tmp_path / "workers.log"
     async with await SeparationService.start(settings) as service:
         handle = await service.submit(ALICE, UploadSource("long.mp3", data=song))

@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
 from bot.service import SeparationService
+from bot.staging import staged_upload
 from stembot.settings import Settings
 from storage import ProReason, safe_filename
 
@@ -131,7 +132,7 @@ class StemCog(commands.Cog):
         refusal = await self.service.precheck(who, size=attachment.size)
         if refusal is not None:
             return refusal
-        with self.service.files.staging() as staging:
+        async with staged_upload(self.service.files) as staging:
             path = staging / safe_filename(attachment.filename, "upload")
             try:
                 complete = await self._download(attachment.url, path)

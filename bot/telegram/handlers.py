@@ -7,12 +7,13 @@ from typing import Awaitable, Callable
 
 from telegram import Message, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.progress_text import until_text
 from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
 from bot.service import SeparationService
+from bot.staging import staged_upload
 
 from storage import safe_filename
 
@@ -65,7 +66,7 @@ class TelegramFrontend:
             await message.reply_text(refusal.message)
             return
         status = await message.reply_text(texts.RECEIVED)
-        with self.service.files.staging() as staging:
+        async with staged_upload(self.service.files) as staging:
             path = staging / safe_filename(media.filename, "upload")
             try:
                 telegram_file = await context.bot.get_file(media.file_id)
@@ -74,8 +75,8 @@ class TelegramFrontend:
                 text = texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20) if "too big" in str(exc).lower() else f"I couldn't download that file from Telegram ({exc.message})."
                 await status.edit_text(text)
                 return
-            except downloads.DownloadFailed as exc:
-                log.warning("telegram download failed: %s", exc)
+            except (downloads.DownloadFailed, TelegramError, OSError) as exc:
+                log.warning("telegram download failed: %s", type(exc).__name__)
                 await status.edit_text(texts.DOWNLOAD_FAILED)
                 return
             if not complete:
