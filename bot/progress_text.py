@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from separation_worker.progress_bus import JobEvent
+from separation_worker.contract.progress_bus import JobEvent
 
 
 def describe(event: JobEvent) -> str:

@@ -31,13 +31,15 @@ from bot.requests import (
     UploadSource,
     UserIdentity,
 )
-from separation_worker import audio_io, metrics, progress_bus, queue
-from separation_worker.analysis import MusicalAnalysis
-from separation_worker.errors import InputError
+from separation_worker import audio_io
+from separation_worker.contract import metrics, progress_bus, queue
+from separation_worker.contract.analysis import MusicalAnalysis
+from separation_worker.contract.errors import InputError
 from separation_worker.fetch import refuse_private_host
-from separation_worker.job_runner import LIMITS_KEY
-from separation_worker.reconciler import reconcile
+from separation_worker.contract.job_spec import JobSpec
+from separation_worker.contract.reconciler import reconcile
 from storage import (
+    INCOMING,
     Clock,
     Database,
     FileStore,
@@ -170,12 +172,15 @@ class SeparationService:
         if refusal:
             return refusal
         job_id = new_job_id()
-        label = source.url if isinstance(source, LinkSource) else source.filename
+        # The worker holds links to the same per-tier length limit as uploads.
+        limits = {"max_duration_s": max_duration, "max_bytes": self.settings.max_input_bytes}
+        if isinstance(source, LinkSource):
+            label, spec = source.url, JobSpec.link(source.url.strip(), **limits)
+        else:
+            label, spec = source.filename, JobSpec.upload(_upload_name(source), **limits)
         max_in_flight = self.settings.max_waiting_pro if pro else self.settings.max_waiting_free
-        if isinstance(delivery, dict):  # the worker holds links to the same per-tier length limit as uploads
-            delivery = {**delivery, LIMITS_KEY: {"max_duration_s": max_duration}}
         acceptance = await accept_job(
-            self.db, user.id, job_id, label, limit, delivery=delivery, max_in_flight=max_in_flight
+            self.db, user.id, job_id, label, limit, delivery=delivery, spec=spec.to_json(), max_in_flight=max_in_flight
         )
         if acceptance.busy:
             return self._busy_refusal(max_in_flight)
@@ -267,7 +272,7 @@ class SeparationService:
         return self._check_declared(None, audio_io.declared_duration(info), pro)
 
     def _store_upload(self, job_id: str, source: UploadSource) -> None:
-        name = f"incoming/{safe_filename(source.filename, 'upload')}"
+        name = f"{INCOMING}/{_upload_name(source)}"
         if source.data is not None:
             self.files.atomic_write(job_id, name, source.data)
         elif source.movable:
@@ -429,6 +434,10 @@ class SeparationService:
     async def claim_delivery(self, job_id: str) -> bool:
         """True for exactly one caller: that caller delivers the result (a job is delivered once)."""
         return await mark_delivered(self.db, job_id)
+
+
+def _upload_name(source: UploadSource) -> str:
+    return safe_filename(source.filename, "upload")
 
 
 def new_job_id() -> str:

@@ -24,7 +24,7 @@ from bot.links import verify
 from bot.web_pages import ResultsPages
 from bot.web_pages.fs import attachment as _attachment
 from bot.web_pages.fs import locate as _locate
-from separation_worker import metrics
+from separation_worker.contract import metrics
 from stembot.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import media_input
-from .errors import InputError
+from .contract.errors import InputError
 
 SAMPLE_RATE = 44100
 CHANNELS = 2

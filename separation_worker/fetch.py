@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 from . import media_input
 from .egress_guard import EgressGuard, Policy, public_only
 from .audio_io import too_long_message
-from .errors import InputError
+from .contract.errors import InputError
 
 SOCKET_TIMEOUT_S = 20
 WATCH_INTERVAL_S = 0.1  # how often the watchdog measures the download

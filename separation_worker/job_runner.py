@@ -16,23 +16,21 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from storage import Database, FileStore, InvalidTransition, jobs
+from storage import INCOMING, Database, FileStore, InvalidTransition, jobs
 from storage.models import Job, JobStatus
 
-from . import metrics
+from .contract import metrics
 from .engine import SeparationEngine
-from .errors import InputError
-from .fetch import is_url
+from .contract.errors import InputError
+from .contract.job_spec import JobSpec, SourceKind
 from .pipeline import separate_song
 from .progress import ProgressEvent
-from .progress_bus import STAGE_TO_STATE, ProgressPublisher
+from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
 
 log = logging.getLogger(__name__)
 
 OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
-# MP3 plays inline in chats and fits upload limits; FLAC is the lossless download.
-SERVICE_FORMATS = ("mp3", "flac")
-LIMITS_KEY = "stembot_limits"  # the service adds the user's tier limits to a job's delivery info
+NO_SPEC = "This job can't be read by this worker (it was queued by another version); please send the song again."
 TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
 
 
@@ -91,9 +89,10 @@ class JobRunner:
 
     async def _separate(self, job: Job, publisher: ProgressPublisher) -> dict:
         loop = asyncio.get_running_loop()
-        settings = self._settings_for(job)
+        spec = self._spec_of(job)
+        settings = self._settings_for(spec)
         out_dir = self.files.job_dir(job.id, create=True)
-        source = job.source if is_url(job.source) else self._upload_path(job.id)
+        source = spec.url if spec.source is SourceKind.LINK else self._upload_path(job.id, spec)
         started = time.monotonic()
         deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
 
@@ -114,28 +113,43 @@ class JobRunner:
                 out_dir,
                 self.engine,
                 settings,
-                fmt=SERVICE_FORMATS,
+                fmt=spec.formats,
                 progress=on_progress,
                 allow_private_urls=self.settings.allow_private_urls,
-                keep_original=True,  # the results page plays it beside the stems
+                keep_original=spec.keep_original,
             )
         )
         self._remove_inputs(job.id)  # the upload is no longer needed
         return result.to_dict()
 
-    def _settings_for(self, job: Job):
-        """The settings, with the submitting user's tier limits (stored with the job by the service)."""
-        limits = job.delivery.get(LIMITS_KEY, {}) if isinstance(job.delivery, dict) else {}
-        max_duration = limits.get("max_duration_s")
-        if max_duration is None:
-            return self.settings
-        return self.settings.replace(max_duration_seconds=min(float(max_duration), self.settings.max_duration_seconds))
+    def _spec_of(self, job: Job) -> JobSpec:
+        if job.spec_json is None:
+            raise InputError(NO_SPEC)
+        try:
+            return JobSpec.from_json(job.spec_json)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("job %s: unreadable spec: %s", job.id, exc, extra={"job_id": job.id})
+            raise InputError(NO_SPEC) from None
 
-    def _upload_path(self, job_id: str):
-        uploads = [name for name in self.files.list_files(job_id) if name.startswith("incoming/")]
-        if not uploads:
-            raise InputError("The uploaded file is gone (it may have expired); please send it again.")
-        return self.files.path_of(job_id, uploads[0])
+    def _settings_for(self, spec: JobSpec):
+        """The settings, with the submitting user's tier limits (from the job's spec)."""
+        changes: dict[str, object] = {}
+        if spec.max_duration_s is not None:
+            changes["max_duration_seconds"] = min(float(spec.max_duration_s), self.settings.max_duration_seconds)
+        if spec.max_bytes is not None:
+            changes["max_input_bytes"] = min(int(spec.max_bytes), self.settings.max_input_bytes)
+        return self.settings.replace(**changes) if changes else self.settings
+
+    def _upload_path(self, job_id: str, spec: JobSpec):
+        if spec.upload_name:
+            path = self.files.path_of(job_id, f"{INCOMING}/{spec.upload_name}")
+            if path.is_file():
+                return path
+        else:  # a job from before specs named their upload: the one file in incoming/
+            uploads = [name for name in self.files.list_files(job_id) if name.startswith(f"{INCOMING}/")]
+            if uploads:
+                return self.files.path_of(job_id, uploads[0])
+        raise InputError("The uploaded file is gone (it may have expired); please send it again.")
 
     async def _fail(self, job_id: str, publisher: ProgressPublisher, reason: str) -> str:
         await jobs.fail_job(self.db, job_id, reason, refund=True)

@@ -19,7 +19,7 @@ import numpy as np
 from . import audio_io, loudness
 from .analysis import analyze
 from .engine import SeparationEngine
-from .errors import InputError
+from .contract.errors import InputError
 from .fetch import fetch, is_url
 from .progress import ProgressCallback, ProgressEvent, ignore
 from .result import SeparationResult, Stem

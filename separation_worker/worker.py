@@ -20,10 +20,10 @@ from arq.constants import in_progress_key_prefix
 
 from storage import Database, FileStore, sweep
 
-from . import queue
+from .contract import queue
 from .engine import SeparationEngine
 from .job_runner import JobRunner, Retry
-from .reconciler import reconcile
+from .contract.reconciler import reconcile
 
 log = logging.getLogger(__name__)
 

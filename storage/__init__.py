@@ -17,7 +17,7 @@ from storage.errors import (
     SchemaTooNew,
     StorageError,
 )
-from storage.files import FileStore, JobDir, safe_filename
+from storage.files import INCOMING, FileStore, JobDir, safe_filename
 from storage.grants import (
     PRO_ROLE_FRESHNESS,
     ProReason,
@@ -68,7 +68,7 @@ from storage.users import find_user, get_or_create_user, get_user
 
 __all__ = [
     "DATABASE_FILENAME", "DEFAULT_CODE_TTL", "DEFAULT_WINDOW", "PLATFORMS", "PRO_ROLE_FRESHNESS", "PRO_ROLE_ID", "UTC",
-    "Acceptance", "Clock", "Database", "DuplicateJob", "FakeClock", "FileStore", "InvalidName", "InvalidTransition",
+    "Acceptance", "Clock", "Database", "DuplicateJob", "FakeClock", "FileStore", "INCOMING", "InvalidName", "InvalidTransition",
     "Job", "JobDir", "JobStatus", "LinkCode", "LinkCodeError", "LinkFailure", "NotFound", "ProGrant", "ProReason",
     "QuotaDecision", "SchemaTooNew", "StorageError", "SweepReport", "SystemClock", "User",
     "accept_job", "active_grant", "cancel_job", "create_job", "create_link_code", "fail_job", "find_user",

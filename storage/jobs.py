@@ -49,11 +49,11 @@ _DELIVERABLE = FINISHED_STATUSES | {S.EXPIRED}
 
 
 async def create_job(
-    db: Database, job_id: str, user_id: int, source: str, *, delivery: Any = None
+    db: Database, job_id: str, user_id: int, source: str, *, delivery: Any = None, spec: str | None = None
 ) -> Job:
     """Create a queued job without charging quota. Raises DuplicateJob, or NotFound for an unknown user."""
     async with db.write() as conn:
-        return await _insert_job(conn, job_id, user_id, source, delivery, db.clock.now())
+        return await _insert_job(conn, job_id, user_id, source, delivery, db.clock.now(), spec)
 
 
 async def accept_job(
@@ -64,6 +64,7 @@ async def accept_job(
     limit: int,
     *,
     delivery: Any = None,
+    spec: str | None = None,
     window: timedelta = quota.DEFAULT_WINDOW,
     max_in_flight: int | None = None,
 ) -> Acceptance:
@@ -72,7 +73,8 @@ async def accept_job(
     A refusal creates nothing (`job` is None); an acceptance always has its job row and its charge.
     With `max_in_flight`, a user who already has that many jobs queued or running is refused too (`busy`),
     checked in the same transaction so concurrent submissions can't slip past it.
-    `delivery` is any JSON-serializable value the front end needs to answer later (chat id, message id, ...).
+    `delivery` is any JSON-serializable value the front end needs to answer later (chat id, message id, ...);
+    `spec` is the worker's job specification as JSON text (stored as given: storage does not read it).
     """
     validate_job_id(job_id)
     now = db.clock.now()
@@ -88,7 +90,7 @@ async def accept_job(
         decision = await quota.charge_in(conn, user_id, job_id, limit, now, window)
         if not decision.accepted:
             return Acceptance(decision=decision, job=None)
-        job = await _insert_job(conn, job_id, user_id, source, delivery, now)
+        job = await _insert_job(conn, job_id, user_id, source, delivery, now, spec)
     return Acceptance(decision=decision, job=job)
 
 
@@ -265,14 +267,20 @@ async def require_job(conn: aiosqlite.Connection, job_id: str) -> Job:
 
 
 async def _insert_job(
-    conn: aiosqlite.Connection, job_id: str, user_id: int, source: str, delivery: Any, now: datetime
+    conn: aiosqlite.Connection,
+    job_id: str,
+    user_id: int,
+    source: str,
+    delivery: Any,
+    now: datetime,
+    spec: str | None = None,
 ) -> Job:
     validate_job_id(job_id)
     try:
         async with conn.execute(
-            "INSERT INTO jobs (id, user_id, source, status, created_at, delivery) VALUES (?, ?, ?, 'queued', ?, ?) "
-            "RETURNING *",
-            (job_id, user_id, source, encode_time(now), None if delivery is None else _to_json(delivery)),
+            "INSERT INTO jobs (id, user_id, source, status, created_at, delivery, spec)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?) RETURNING *",
+            (job_id, user_id, source, encode_time(now), None if delivery is None else _to_json(delivery), spec),
         ) as cursor:
             row = await cursor.fetchone()
     except sqlite3.IntegrityError as error:

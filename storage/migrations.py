@@ -108,6 +108,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE users ADD COLUMN pro_role_guild_id TEXT",
         "UPDATE users SET pro_role_held = 0, pro_role_seen_at = NULL",
     ),
+    # 3: what the worker needs travels in its own column (separation_worker.contract.job_spec), not in the
+    # front end's delivery data (issue 12). Jobs still waiting get a spec from what they had: a link or an
+    # upload by their label, and the tier limit the service used to put into the delivery data.
+    (
+        "ALTER TABLE jobs ADD COLUMN spec TEXT",
+        """
+        UPDATE jobs SET spec = json_object(
+            'version', 1,
+            'source', CASE WHEN source LIKE 'http://%' OR source LIKE 'https://%' THEN 'link' ELSE 'upload' END,
+            'url', CASE WHEN source LIKE 'http://%' OR source LIKE 'https://%' THEN source END,
+            'max_duration_s', json_extract(delivery, '$.stembot_limits.max_duration_s')
+        )
+        WHERE status IN ('queued', 'running')
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -91,6 +91,7 @@ class Job:
     result_json: str | None
     attempts: int  # times the job went queued → running
     delivery_json: str | None  # the front end's own data (chat id, message id, ...); opaque here
+    spec_json: str | None = None  # what the worker runs (separation_worker.contract.job_spec); opaque here
 
     @property
     def result(self) -> Any:
@@ -122,6 +123,7 @@ class Job:
             result_json=row["result"],
             attempts=row["attempts"],
             delivery_json=row["delivery"],
+            spec_json=row["spec"],
         )
 
 

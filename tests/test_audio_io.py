@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from separation_worker import audio_io
-from separation_worker.errors import InputError
+from separation_worker.contract.errors import InputError
 from tests.conftest import SR, music, write_audio
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from bot.requests import LinkSource, UserIdentity
 from bot.service import SeparationService
-from separation_worker.errors import InputError
+from separation_worker.contract.errors import InputError
 from separation_worker.fetch import LIVE, fetch
 from separation_worker.job_runner import TIMED_OUT
 from stembot.settings import Settings

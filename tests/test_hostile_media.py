@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from separation_worker import audio_io, media_input
-from separation_worker.errors import InputError
+from separation_worker.contract.errors import InputError
 from tests.conftest import music, stembot_exe, write_audio
 
 

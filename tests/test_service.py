@@ -7,7 +7,8 @@ import pytest
 
 from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
 from bot.service import SeparationService
-from separation_worker import audio_io, queue
+from separation_worker import audio_io
+from separation_worker.contract import queue
 from separation_worker.job_runner import TIMED_OUT
 from storage import UTC, FakeClock, JobStatus, list_jobs, sweep
 from stembot.settings import Settings

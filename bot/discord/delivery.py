@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from bot.requests import JobResult, StemFile
 from bot.service import SeparationService
-from separation_worker.progress_bus import JobEvent
+from separation_worker.contract.progress_bus import JobEvent
 from storage import Job, JobStatus
 
 from . import texts

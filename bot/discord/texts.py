@@ -9,7 +9,7 @@ import discord
 from bot import progress_text
 from bot.requests import JobResult, QuotaInfo, StemFile
 from separation_worker.audio_io import format_duration
-from separation_worker.progress_bus import JobEvent
+from separation_worker.contract.progress_bus import JobEvent
 
 BRAND = discord.Colour(0x5865F2)
 MAX_LABEL = 80

@@ -14,7 +14,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.progress_text import UPLOADING, describe
 from bot.service import SeparationService
-from separation_worker.progress_bus import JobEvent
+from separation_worker.contract.progress_bus import JobEvent
 from storage import Job, JobStatus
 
 from . import texts

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.links import valid_filename
 from bot.web_pages.fs import locate
-from separation_worker.analysis import MusicalAnalysis
+from separation_worker.contract.analysis import MusicalAnalysis
 from separation_worker.audio_io import format_duration
 from separation_worker.result import RESULT_FILE
 

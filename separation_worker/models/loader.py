@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import yaml
 
-from ..errors import ModelError
+from ..contract.errors import ModelError
 from .roles import OutputRoles, resolve_roles
 from .zoo import ModelSpec
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from separation_worker import audio_io
-from separation_worker.errors import InputError
+from separation_worker.contract.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

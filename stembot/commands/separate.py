@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from separation_worker.analysis import MusicalAnalysis
+from separation_worker.contract.analysis import MusicalAnalysis
 from separation_worker.audio_io import format_duration
 from separation_worker.engine import SeparationEngine
-from separation_worker.errors import InputError
+from separation_worker.contract.errors import InputError
 from separation_worker.pipeline import separate_song
 from separation_worker.result import RESULT_FILE
 

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace, settings) -> int:
 
 
 async def _report(settings) -> str:
-    from separation_worker import metrics, queue
+    from separation_worker.contract import metrics, queue
     from storage import Database, JobStatus, list_jobs
 
     redis = await queue.connect(settings.redis_url)
