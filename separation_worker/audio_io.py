@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -142,7 +144,7 @@ def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, str]:
     DECODE_TIMEOUT_S: a crafted file can neither hold a worker nor make it buffer twice.
     """
     buffer = np.empty((max_frames, CHANNELS), dtype="<f4")
-    view = memoryview(buffer).cast("B")
+    view = buffer.data.cast("B")
     filled = 0
     expired = threading.Event()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -154,9 +156,9 @@ def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, str]:
     timer = threading.Timer(DECODE_TIMEOUT_S, expire)
     try:
         timer.start()
-        assert proc.stdout is not None
+        stdout = cast(io.BufferedReader, proc.stdout)
         while filled < len(view):
-            got = proc.stdout.readinto(view[filled:])
+            got = stdout.readinto(view[filled:])
             if not got:
                 break
             filled += got

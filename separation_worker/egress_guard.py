@@ -61,7 +61,7 @@ async def resolve_checked(host: str, port: int, policy: Policy) -> list[str]:
         raise DestinationRefused(f"cannot resolve {host}") from exc
     addresses = []
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not policy(address, port):
             raise DestinationRefused(f"{host} resolves to a refused address")
         addresses.append(str(address))

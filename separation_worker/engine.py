@@ -106,10 +106,14 @@ class SeparationEngine:
         the mix minus its target, as audio-separator computes it.
         """
         outputs = [stems[name] for name in model.roles.outputs]
-        roles = model.roles
-        vocals = outputs[roles.vocals] if roles.vocals is not None else mix - outputs[roles.accompaniment]
-        instrumental = outputs[roles.accompaniment] if roles.accompaniment is not None else mix - vocals
-        return vocals, instrumental
+        vocals_at, accompaniment_at = model.roles.vocals, model.roles.accompaniment
+        accompaniment = outputs[accompaniment_at] if accompaniment_at is not None else None
+        if vocals_at is not None:
+            vocals = outputs[vocals_at]
+        else:
+            assert accompaniment is not None  # OutputRoles guarantees one of the two
+            vocals = mix - accompaniment
+        return vocals, accompaniment if accompaniment is not None else mix - vocals
 
     def separate(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
         self.load()
@@ -161,7 +165,7 @@ def _allow_flash_attention(module: torch.nn.Module) -> None:
 def _compile_transformers(model: loader.LoadedModel) -> None:
     """Regional torch.compile of the repeated transformer blocks (the bulk of a Roformer's time)."""
     try:
-        for layer in model.module.layers:
+        for layer in model.module.layers:  # type: ignore[union-attr]
             for transformer in layer:
                 transformer.compile()
     except Exception as exc:  # an old torch or an unsupported backend: eager still works

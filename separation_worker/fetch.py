@@ -114,7 +114,7 @@ def refuse_private_host(hostname: str, policy: Policy = public_only, port: int =
     except socket.gaierror:
         raise InputError("I couldn't find that website; check the link.") from None
     for info in infos:
-        if not policy(ipaddress.ip_address(info[4][0].split("%")[0]), port):
+        if not policy(ipaddress.ip_address(str(info[4][0]).split("%")[0]), port):
             raise InputError(PRIVATE_ADDRESS)
 
 

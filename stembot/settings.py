@@ -129,8 +129,9 @@ class Settings:
         if log_fmt not in {"text", "json"}:
             raise SettingsError(f"STEMBOT_LOG_FORMAT must be text or json, not {log_fmt!r}")
         values["log_format"] = log_fmt
-        values["redis_url"] = get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):  # type: ignore[union-attr]
+        redis_url = get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        values["redis_url"] = redis_url
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL must be a redis:// URL")
         data_dir = get("STEMBOT_DATA_DIR")
         values["data_dir"] = Path(data_dir).expanduser() if data_dir else _default_data_dir()

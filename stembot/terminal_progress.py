@@ -39,7 +39,7 @@ class TerminalProgress:
                 label = f"{label} · {event.detail}"
             self._bar = tqdm(total=100, desc=f"{label:<34}", file=sys.stderr, bar_format=BAR_FORMAT)
             self._key = key
-        fraction = event.detail_fraction if per_detail else event.fraction
+        fraction = (event.detail_fraction if per_detail else event.fraction) or 0.0
         assert self._bar is not None
         self._bar.n = round(max(0.0, min(1.0, fraction)) * 100)
         self._bar.refresh()

@@ -83,7 +83,8 @@ async def accept_job(
             async with conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')", (user_id,)
             ) as cursor:
-                (in_flight,) = await cursor.fetchone()
+                row = await cursor.fetchone()
+            in_flight = row[0] if row else 0
             if in_flight >= max_in_flight:
                 status = await quota.status_in(conn, user_id, limit, now, window)
                 return Acceptance(decision=status, job=None, busy=True)

@@ -39,14 +39,14 @@ def media_of(message: Message) -> TelegramMedia | None:
         a = message.audio
         return TelegramMedia(a.file_id, a.file_name or f"{a.title or 'audio'}.mp3", a.file_size, _seconds(a.duration))
     if message.voice:
-        v = message.voice
-        return TelegramMedia(v.file_id, "voice.ogg", v.file_size, _seconds(v.duration))
+        voice = message.voice
+        return TelegramMedia(voice.file_id, "voice.ogg", voice.file_size, _seconds(voice.duration))
     if message.video:
-        v = message.video
-        return TelegramMedia(v.file_id, v.file_name or "video.mp4", v.file_size, _seconds(v.duration))
+        video = message.video
+        return TelegramMedia(video.file_id, video.file_name or "video.mp4", video.file_size, _seconds(video.duration))
     if message.video_note:
-        v = message.video_note
-        return TelegramMedia(v.file_id, "video_note.mp4", v.file_size, _seconds(v.duration))
+        note = message.video_note
+        return TelegramMedia(note.file_id, "video_note.mp4", note.file_size, _seconds(note.duration))
     if message.document:
         d = message.document
         return TelegramMedia(d.file_id, d.file_name or "file", d.file_size)

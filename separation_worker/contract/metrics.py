@@ -10,7 +10,7 @@ KEY = "stembot:metrics"
 
 
 async def count(redis: Redis, name: str, amount: float = 1) -> None:
-    await redis.hincrbyfloat(KEY, name, amount)
+    await redis.hincrbyfloat(KEY, name, amount)  # type: ignore[misc]  # redis-py's sync|async union
 
 
 async def record_job(redis: Redis, outcome: str, timings: dict[str, float] | None = None, duration: float = 0.0) -> None:
@@ -27,7 +27,7 @@ async def record_job(redis: Redis, outcome: str, timings: dict[str, float] | Non
 
 
 async def snapshot(redis: Redis) -> dict[str, float]:
-    raw = await redis.hgetall(KEY)
+    raw = await redis.hgetall(KEY)  # type: ignore[misc]
     values = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
     values["queue_depth"] = float(len(await queue.waiting_ids(redis)))
     return values

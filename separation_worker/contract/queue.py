@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import Redis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
 QUEUE_NAME = "stembot:queue"
@@ -25,7 +26,7 @@ async def is_known(redis: ArqRedis, job_id: str) -> bool:
     return bool(await redis.exists(job_key_prefix + job_id)) or await redis.zscore(QUEUE_NAME, job_id) is not None
 
 
-async def waiting_ids(redis: ArqRedis) -> list[str]:
+async def waiting_ids(redis: Redis) -> list[str]:
     """Jobs waiting for a worker, oldest first (running jobs stay in arq's queue: leave them out)."""
     ids = [i.decode() if isinstance(i, bytes) else i for i in await redis.zrange(QUEUE_NAME, 0, -1)]
     if not ids:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from separation_worker.models import loader
 from separation_worker.models.zoo import parse_ensemble
 
 
@@ -18,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def download(args: argparse.Namespace, settings) -> int:
+    from separation_worker.models import loader  # torch: only when a model is touched, not for `stembot --help`
+
     ensemble = parse_ensemble(settings.ensemble)
     for spec in ensemble.members:
         if loader.files_present(spec, settings.model_dir):
@@ -30,6 +31,8 @@ def download(args: argparse.Namespace, settings) -> int:
 
 
 def list_models(args: argparse.Namespace, settings) -> int:
+    from separation_worker.models import loader
+
     ensemble = parse_ensemble(settings.ensemble)
     print(f"Model folder: {settings.model_dir}")
     for spec in ensemble.members:
