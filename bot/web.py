@@ -1,4 +1,4 @@
-"""`stembot web`: serves job result files from `<data_dir>/files/<job_id>/` at signed, expiring links.
+"""`stembot web`: serves job result files from the file store (`FileStore`) at signed, expiring links.
 
 Routes: `GET|HEAD /d/{job_id}/{filename}?e=<expires>&s=<signature>` (with Range support) and `GET /healthz`.
 Refusals say nothing: 403 for a malformed, forged or expired link (checked before touching the disk), 404 when a
@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import redis.asyncio as aioredis
 from aiohttp import hdrs, web
@@ -23,9 +23,9 @@ from redis.exceptions import RedisError
 from bot.links import verify
 from bot.web_pages import ResultsPages
 from bot.web_pages.fs import attachment as _attachment
-from bot.web_pages.fs import locate as _locate
 from separation_worker.contract import metrics
 from stembot.settings import Settings
+from storage.files import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     """The download server; `clock` (returning an aware UTC datetime) decides expiry, for tests."""
     settings.require("secret_key", "public_url")
     secret_key = settings.secret_key
-    files_root = settings.data_dir / "files"
+    files = FileStore.in_data_dir(settings.data_dir)  # the only authority on where a job's files are
     now = clock or _utc_now
 
     async def download(request: web.Request) -> web.StreamResponse:
@@ -92,7 +92,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         # Signature first: a bad link must not learn whether the file exists.
         if not _EXPIRES.fullmatch(expires) or not verify(secret_key, job_id, filename, int(expires), signature, now()):
             return _refuse(403)
-        path = await asyncio.to_thread(_locate, files_root, job_id, filename)
+        path = await asyncio.to_thread(files.result_file, job_id, filename)
         if path is None:
             return _refuse(404)
         return _FileResponse(path, headers={
@@ -122,7 +122,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.router.add_get("/d/{job_id}/{filename}", download)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
-    ResultsPages(secret_key, files_root, settings.file_ttl_hours, now).register(app)
+    ResultsPages(secret_key, files, settings.file_ttl_hours, now).register(app)
     return app
 
 

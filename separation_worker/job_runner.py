@@ -16,16 +16,17 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from storage import INCOMING, Database, FileStore, InvalidTransition, jobs
+from storage import Database, FileStore, InvalidTransition, jobs
 from storage.models import Job, JobStatus
 
 from .contract import metrics
-from .engine import SeparationEngine
 from .contract.errors import InputError
 from .contract.job_spec import JobSpec, SourceKind
+from .contract.manifest import Manifest
+from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
+from .engine import SeparationEngine
 from .pipeline import separate_song
 from .progress import ProgressEvent
-from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +69,30 @@ class JobRunner:
         log.info("job %s: attempt %d started", job_id, attempt, extra={"job_id": job_id})
 
         try:
-            result = await self._separate(job, publisher)
+            manifest = await self._separate(job, publisher)
         except InputError as exc:
             return await self._fail(job_id, publisher, str(exc))
         except JobTimeout:
             return await self._fail(job_id, publisher, TIMED_OUT)
         except Exception:
             log.exception("job %s: attempt %d failed", job_id, attempt, extra={"job_id": job_id})
-            self._remove_outputs(job_id)
+            await asyncio.to_thread(self.files.remove_outputs, job_id)  # the next attempt starts clean
             if attempt >= self.settings.max_attempts:
                 return await self._fail(job_id, publisher, OUR_FAULT)
             await jobs.requeue_job(self.db, job_id)
             await publisher.publish("queued", 0.0)
             raise Retry(job_id) from None
-        await jobs.finish_job(self.db, job_id, result)
+        await jobs.finish_job(self.db, job_id, manifest.to_dict())  # SQLite keeps the same manifest as result.json
         await publisher.publish("done", 1.0)
-        await metrics.record_job(self.redis, "done", result.get("timings"), result.get("duration", 0.0))
-        log.info("job %s: done", job_id, extra={"job_id": job_id, "outcome": "done", "seconds": result["timings"].get("total")})
+        await metrics.record_job(self.redis, "done", manifest.timings.to_dict(), manifest.duration)
+        log.info("job %s: done", job_id, extra={"job_id": job_id, "outcome": "done", "seconds": manifest.timings.total})
         return "done"
 
-    async def _separate(self, job: Job, publisher: ProgressPublisher) -> dict:
+    async def _separate(self, job: Job, publisher: ProgressPublisher) -> Manifest:
         loop = asyncio.get_running_loop()
         spec = self._spec_of(job)
         settings = self._settings_for(spec)
-        out_dir = self.files.job_dir(job.id, create=True)
+        outputs = self.files.outputs(job.id)
         source = spec.url if spec.source is SourceKind.LINK else self._upload_path(job.id, spec)
         started = time.monotonic()
         deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
@@ -106,11 +107,11 @@ class JobRunner:
             if state:
                 asyncio.run_coroutine_threadsafe(publisher.publish(state, event.fraction), loop)
 
-        result = await asyncio.to_thread(
+        manifest = await asyncio.to_thread(
             functools.partial(
                 separate_song,
                 source,
-                out_dir,
+                outputs,
                 self.engine,
                 settings,
                 fmt=spec.formats,
@@ -119,8 +120,8 @@ class JobRunner:
                 keep_original=spec.keep_original,
             )
         )
-        self._remove_inputs(job.id)  # the upload is no longer needed
-        return result.to_dict()
+        await asyncio.to_thread(self.files.remove_inputs, job.id)  # the upload is no longer needed
+        return manifest
 
     def _spec_of(self, job: Job) -> JobSpec:
         if job.spec_json is None:
@@ -141,15 +142,10 @@ class JobRunner:
         return self.settings.replace(**changes) if changes else self.settings
 
     def _upload_path(self, job_id: str, spec: JobSpec):
-        if spec.upload_name:
-            path = self.files.path_of(job_id, f"{INCOMING}/{spec.upload_name}")
-            if path.is_file():
-                return path
-        else:  # a job from before specs named their upload: the one file in incoming/
-            uploads = [name for name in self.files.list_files(job_id) if name.startswith(f"{INCOMING}/")]
-            if uploads:
-                return self.files.path_of(job_id, uploads[0])
-        raise InputError("The uploaded file is gone (it may have expired); please send it again.")
+        path = self.files.input_file(job_id, spec.upload_name or None)  # no name: a job from before specs named it
+        if path is None:
+            raise InputError("The uploaded file is gone (it may have expired); please send it again.")
+        return path
 
     async def _fail(self, job_id: str, publisher: ProgressPublisher, reason: str) -> str:
         await jobs.fail_job(self.db, job_id, reason, refund=True)
@@ -158,17 +154,3 @@ class JobRunner:
         await metrics.record_job(self.redis, "failed")
         log.info("job %s: failed: %s", job_id, reason, extra={"job_id": job_id, "outcome": "failed"})
         return "failed"
-
-    def _remove_inputs(self, job_id: str) -> None:
-        incoming = self.files.job_dir(job_id) / "incoming"
-        if incoming.is_dir():
-            for path in incoming.iterdir():
-                path.unlink(missing_ok=True)
-            incoming.rmdir()
-
-    def _remove_outputs(self, job_id: str) -> None:
-        folder = self.files.job_dir(job_id)
-        if folder.is_dir():
-            for path in folder.iterdir():
-                if path.is_file():
-                    path.unlink(missing_ok=True)

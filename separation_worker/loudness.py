@@ -8,32 +8,19 @@ instead of lowering the whole stem, so loud stems still reach the target without
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyloudnorm
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
+from .contract.manifest import LoudnessReport  # the report is part of the manifest: plain data, defined there
+
 OVERSAMPLE = 4  # BS.1770-4 Annex 2: 4x oversampling for true peak at 44.1/48 kHz
 LIMITER_LOOKAHEAD_S = 0.005
 LIMITER_HOLD_S = 0.010
 REFINE_PASSES = 4
 RELATIVE_SILENCE_LU = 40.0  # a stem this far below its song is leakage, not content
-
-
-@dataclass(frozen=True)
-class LoudnessReport:
-    lufs_before: float | None  # None: silent (no gated blocks)
-    lufs_after: float | None
-    true_peak_before_dbtp: float | None
-    true_peak_after_dbtp: float | None
-    gain_db: float
-    limited: bool  # peaks were limited to reach the target
-    silent: bool
-
-    def to_dict(self) -> dict:
-        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:

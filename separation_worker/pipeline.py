@@ -1,28 +1,30 @@
-"""One call from an input (a path, a URL, or decoded audio) to stems on disk and a result.
+"""One call from an input (a path, a URL, or decoded audio) to stems on disk and their manifest.
 
-fetch -> decode -> separate (ensemble) -> loudness -> analyze -> encode -> result.json
+fetch -> decode -> separate (ensemble) -> loudness -> analyze -> encode -> result.json (the manifest)
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
+from storage.files import MANIFEST_FILE, OutputFolder
+
 from . import audio_io, loudness
 from .analysis import analyze
-from .engine import SeparationEngine
+from .contract.analysis import MusicalAnalysis
 from .contract.errors import InputError
+from .contract.manifest import FileEntry, Manifest, ModelInfo, StemEntry, Timings
+from .engine import SeparationEngine
 from .fetch import fetch, is_url
 from .progress import ProgressCallback, ProgressEvent, ignore
-from .result import SeparationResult, Stem
 
 STEM_LABELS = {"vocals": "Vocals", "instrumental": "Instrumental"}
 MAX_TITLE_CHARS = 120
@@ -30,16 +32,17 @@ MAX_TITLE_CHARS = 120
 
 def separate_song(
     source: str | Path | audio_io.DecodedAudio,
-    out_dir: Path,
+    out_dir: Path | OutputFolder,
     engine: SeparationEngine,
     settings,
     fmt: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     allow_private_urls: bool = True,
     keep_original: bool = False,
-) -> SeparationResult:
-    """Separate one song into loudness-normalized stems in `out_dir`, in one format or several.
+) -> Manifest:
+    """Separate one song into loudness-normalized stems in `out_dir`, in one format or several; returns the manifest.
 
+    Every file, `result.json` last, appears in `out_dir` only once complete (temp name, then rename).
     Raises InputError (with a user-facing message) for bad input; then nothing is left in `out_dir`.
     `progress` may raise to abort the job (a timeout, a cancellation): the exception propagates.
     `allow_private_urls` is for a local user's own links; a public service passes its setting.
@@ -89,44 +92,61 @@ def separate_song(
         analysis = _analyze(separated.instrumental)
         emit(ProgressEvent("analyze", 1.0))
 
-    with _output_dir(out_dir) as target:
+    folder = out_dir if isinstance(out_dir, OutputFolder) else OutputFolder(Path(out_dir))
+    with folder.all_or_nothing():  # bad input or a failure leaves nothing behind
         with _stage(timings, "encode"):
             emit(ProgressEvent("encode", 0.0))
             title = safe_title(audio.title)
-            paths = {
-                (name, f): target / f"{title} ({STEM_LABELS[name]}).{f}" for name in normalized for f in formats
-            }
-            original = target / f"{title} (Original).{formats[0]}" if keep_original else None
-            with ThreadPoolExecutor(max_workers=len(paths) + 1) as pool:  # ffmpeg runs in its own processes
-                jobs = [
-                    pool.submit(audio_io.encode, normalized[name][0], path, f, f"{audio.title} — {STEM_LABELS[name]}")
-                    for (name, f), path in paths.items()
-                ]
-                if original is not None:
-                    jobs.append(pool.submit(audio_io.encode, audio.samples, original, formats[0], audio.title))
-                for job in jobs:
-                    job.result()
+            names = {(name, f): f"{title} ({STEM_LABELS[name]}).{f}" for name in normalized for f in formats}
+            original = f"{title} (Original).{formats[0]}" if keep_original else None
+            _encode_all(folder, audio, normalized, names, original, formats[0])
             emit(ProgressEvent("encode", 1.0))
         timings["total"] = time.perf_counter() - started
-        result = SeparationResult(
+        manifest = Manifest(
             title=audio.title,
             source=source_label,
             duration=audio.duration,
             sample_rate=audio_io.SAMPLE_RATE,
             format=formats[0],
-            stems=[
-                Stem(name, {f: paths[name, f] for f in formats}, normalized[name][1]) for name in normalized
-            ],
-            models=engine.describe(),
+            stems=tuple(
+                StemEntry(
+                    name,
+                    {f: _entry(folder, names[name, f]) for f in formats},
+                    silent=report.silent,
+                    loudness=report,
+                )
+                for name, (_, report) in normalized.items()
+            ),
+            models=tuple(ModelInfo.from_dict(m) for m in engine.describe()),
             device=str(engine.run.device),
             precision=engine.run.precision,
-            timings=timings,
-            analysis=analysis,
-            out_dir=target,
-            original=original,
+            timings=Timings.from_stages(timings),
+            **analysis.to_dict(),
+            original=_entry(folder, original) if original else None,
         )
-        result.write_json()
-    return result
+        folder.write_text(MANIFEST_FILE, manifest.to_json())  # last: once it exists, every file it names does
+    return manifest
+
+
+def _encode_all(folder: OutputFolder, audio, normalized: dict, names: dict, original: str | None, fmt: str) -> None:
+    """Encode every stem (and the original) in parallel; each file appears under its name only once complete."""
+    with ExitStack() as files:
+        temps = {key: files.enter_context(folder.writing(name)) for key, name in names.items()}
+        original_temp = files.enter_context(folder.writing(original)) if original else None
+        # Inside the stack: on a failure the pool waits for the other encoders before their temp files go.
+        with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:  # ffmpeg runs in its own processes
+            jobs = [
+                pool.submit(audio_io.encode, normalized[name][0], temp, f, f"{audio.title} — {STEM_LABELS[name]}")
+                for (name, f), temp in temps.items()
+            ]
+            if original_temp is not None:
+                jobs.append(pool.submit(audio_io.encode, audio.samples, original_temp, fmt, audio.title))
+            for job in jobs:
+                job.result()
+
+
+def _entry(folder: OutputFolder, name: str) -> FileEntry:
+    return FileEntry(name, folder.file(name).stat().st_size)
 
 
 def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: dict[str, float], allow_private: bool):
@@ -160,9 +180,9 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
     return audio, label
 
 
-def _analyze(instrumental: np.ndarray) -> dict:
+def _analyze(instrumental: np.ndarray) -> MusicalAnalysis:
     """BPM and key, from the instrumental (vocals blur chroma and onsets)."""
-    return analyze(instrumental, audio_io.SAMPLE_RATE).to_dict()
+    return analyze(instrumental, audio_io.SAMPLE_RATE)
 
 
 def _codec_headroom(fmt: str) -> float:
@@ -184,21 +204,3 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
-
-
-@contextmanager
-def _output_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield out_dir; if the block fails, remove what it wrote (and out_dir itself if it was new)."""
-    out_dir = Path(out_dir)
-    existed = out_dir.exists()
-    before = set(out_dir.iterdir()) if existed else set()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        yield out_dir
-    except BaseException:
-        if existed:
-            for path in set(out_dir.iterdir()) - before:
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise

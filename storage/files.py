@@ -28,6 +28,7 @@ from storage.models import validate_job_id
 TEMP_PREFIX = ".tmp-"  # unfinished writes; never a valid name, never listed
 INCOMING = "incoming"  # each job's staging folder for uploads and downloads
 STAGING_PREFIX = ".staging-"  # uploads on their way in, before they have a job (same filesystem: moved, not copied)
+MANIFEST_FILE = "result.json"  # each finished job's manifest, written last: once it exists, every file it names does
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,71 @@ class FileStore:
         """
         final = self.path_of(job_id, name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=TEMP_PREFIX, suffix=final.suffix)
-        os.close(fd)
-        temp = Path(temp_name)
-        try:
+        with _replacing(final) as temp:
             yield temp
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
 
     def atomic_write(self, job_id: str, name: str, data: bytes) -> Path:
         """Write `data` to the job's file `name` atomically (and durably); returns its path."""
-        with self.writing(job_id, name) as temp, open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self.writing(job_id, name) as temp:
+            _write_durably(temp, data)
         return self.path_of(job_id, name)
+
+    # -- what the worker writes and the web server serves ------------------------------------------------------
+
+    def outputs(self, job_id: str) -> OutputFolder:
+        """The job's folder as the place its results are written (created)."""
+        return OutputFolder(self.job_dir(job_id, create=True))
+
+    def manifest_path(self, job_id: str) -> Path:
+        return self.path_of(job_id, MANIFEST_FILE)
+
+    def read_manifest(self, job_id: str) -> str | None:
+        """The text of the job's manifest, or None when it (or the job's folder) is gone or unreadable."""
+        path = self.result_file(job_id, MANIFEST_FILE)
+        try:
+            return path.read_text(encoding="utf-8") if path else None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def result_file(self, job_id: str, name: str) -> Path | None:
+        """The job's finished output file `name` (a manifest entry's `file`), or None.
+
+        Only a regular file directly in the job's folder counts: never an input (`incoming/`), a temp file, a
+        folder, a bad job id or name, or anything a symlink leads to outside the folder.
+        """
+        if "/" in name:
+            return None
+        try:
+            path = self.path_of(job_id, name)
+            resolved = path.resolve(strict=True)
+        except (InvalidName, OSError, RuntimeError):  # bad name, missing, unreadable, a symlink loop
+            return None
+        if resolved.parent != self.root.resolve() / job_id or not resolved.is_file():
+            return None
+        return path
+
+    def input_file(self, job_id: str, name: str | None) -> Path | None:
+        """The job's upload `incoming/<name>`, or None; with no name (jobs from before names were recorded),
+        the one file in `incoming/`."""
+        if name is not None:
+            path = self.path_of(job_id, f"{INCOMING}/{name}")
+            return path if path.is_file() else None
+        uploads = [n for n in self.list_files(job_id) if n.startswith(f"{INCOMING}/")]
+        return self.path_of(job_id, uploads[0]) if uploads else None
+
+    def remove_inputs(self, job_id: str) -> None:
+        """Delete the job's uploads and downloads (`incoming/`), once its results exist."""
+        folder = self.path_of(job_id, INCOMING)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_outputs(self, job_id: str) -> None:
+        """Delete the job's result files (what a failed attempt left), keeping its inputs for the next one."""
+        folder = self.job_dir(job_id)
+        if folder.is_dir() and not folder.is_symlink():
+            for entry in os.scandir(folder):
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    os.unlink(entry.path)
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -179,6 +228,75 @@ class FileStore:
                 continue
             found.append(JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path))))
         return found
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """A folder whose files appear only complete (a job's folder in the store, or `stembot separate --out`).
+
+    Each file is written under a hidden temp name beside its final one and renamed when done, so a reader never
+    sees half a file; `all_or_nothing` removes everything a failed block wrote.
+    """
+
+    path: Path
+
+    def file(self, name: str) -> Path:
+        """The path of output file `name`: one plain file name in the folder."""
+        _validate_name(name)
+        if "/" in name:
+            raise InvalidName(f"output file name {name!r} has folders")
+        return self.path / name
+
+    @contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        """A temp path (with the final suffix, for ffmpeg) renamed to `name` on success, removed on error."""
+        final = self.file(name)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with _replacing(final) as temp:
+            yield temp
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write `text` (UTF-8) to `name` atomically and durably."""
+        with self.writing(name) as temp:
+            _write_durably(temp, text.encode("utf-8"))
+        return self.file(name)
+
+    @contextmanager
+    def all_or_nothing(self) -> Iterator[OutputFolder]:
+        """On error, remove the files the block added (and the folder, if the block created it)."""
+        existed = self.path.exists()
+        before = {e.name for e in os.scandir(self.path)} if existed else set()
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            yield self
+        except BaseException:
+            if not existed:
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                for entry in os.scandir(self.path):
+                    if entry.name not in before:
+                        shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+            raise
+
+
+@contextmanager
+def _replacing(final: Path) -> Iterator[Path]:
+    fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=TEMP_PREFIX, suffix=final.suffix)
+    os.close(fd)
+    temp = Path(temp_name)
+    try:
+        yield temp
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def safe_filename(untrusted: str, default: str = "file") -> str:

@@ -66,7 +66,7 @@ def zip_size(entries: list[Entry]) -> int | None:
         return None
     # Headers, data descriptors and the central directory don't depend on the data: measure them on empty entries.
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
         for entry in entries:
             with archive.open(_info(entry, 0), "w"):
                 pass
@@ -76,7 +76,7 @@ def zip_size(entries: list[Entry]) -> int | None:
 async def write_zip(entries: list[Entry], write: Callable[[bytes], Awaitable[None]]) -> None:
     """Build the zip and pass it to `write` piece by piece (reads run in threads; `write` gives back-pressure)."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
         for entry in entries:
             source = await asyncio.to_thread(open, entry.path, "rb")
             try:

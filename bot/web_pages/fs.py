@@ -1,23 +1,8 @@
-"""Job file lookups shared by the `/d/` download links and the results pages."""
+"""What the `/d/` download links and the results pages share (paths come from `FileStore`, not from here)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import quote
-
-
-def locate(files_root: Path, job_id: str, filename: str) -> Path | None:
-    """The regular file `files_root/job_id/filename`, or None; whatever it resolves to must be in that folder."""
-    try:
-        root = files_root.resolve(strict=True)
-        job_dir = (root / job_id).resolve(strict=True)
-        path = (job_dir / filename).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, unreadable, or a symlink loop
-        return None
-    # The names were validated already; this also refuses symlinks that lead elsewhere.
-    if job_dir.parent != root or path.parent != job_dir or not path.is_file():
-        return None
-    return path
 
 
 def attachment(filename: str) -> str:

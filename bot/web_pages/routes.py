@@ -17,7 +17,6 @@ import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -25,10 +24,11 @@ from aiohttp import hdrs, web
 from bot.links import page_signature_ok, sign_link, valid_job_id
 from bot.web_pages import archive
 from bot.web_pages.assets import StaticAssets, template_environment
-from bot.web_pages.fs import attachment, locate
+from bot.web_pages.fs import attachment
 from bot.web_pages.peaks import PeaksCache
-from bot.web_pages.view import build_view, read_result, result_files, size_text
-from storage.files import safe_filename
+from bot.web_pages.view import build_view, read_manifest, result_files, size_text
+from separation_worker.contract.manifest import Manifest
+from storage.files import FileStore, safe_filename
 
 Clock = Callable[[], datetime]
 
@@ -49,9 +49,9 @@ SECURITY_HEADERS = {
 
 
 class ResultsPages:
-    def __init__(self, secret_key: str, files_root: Path, ttl_hours: float, now: Clock) -> None:
+    def __init__(self, secret_key: str, files: FileStore, ttl_hours: float, now: Clock) -> None:
         self.secret_key = secret_key
-        self.files_root = files_root
+        self.files = files  # every path into the store comes from it
         self.ttl_hours = ttl_hours
         self.now = now
         self.assets = StaticAssets()
@@ -70,8 +70,8 @@ class ResultsPages:
         checked = await self._open(request)
         if isinstance(checked, web.Response):
             return checked
-        job_id, expires_at, data = checked
-        view = build_view(data, self._file_link(job_id, expires_at))
+        job_id, expires_at, manifest = checked
+        view = build_view(manifest, self._file_link(job_id, expires_at))
         now = self.now()
         query = f"e={int(expires_at.timestamp())}&s={request.query['s']}"  # the verified pair, nothing else
         return self._html(200, "results.html", {
@@ -90,10 +90,10 @@ class ResultsPages:
         checked = await self._open(request)
         if isinstance(checked, web.Response):
             return checked
-        job_id, _, data = checked
-        entries = await asyncio.to_thread(self._zip_entries, job_id, data)
+        job_id, _, manifest = checked
+        entries = await asyncio.to_thread(self._zip_entries, job_id, manifest)
         length = await asyncio.to_thread(archive.zip_size, entries)
-        name = safe_filename(f"{data.get('title') or 'StemBot'} (Stems).zip", "stems.zip")
+        name = safe_filename(f"{manifest.title or 'StemBot'} (Stems).zip", "stems.zip")
         response = web.StreamResponse(headers={
             **SECURITY_HEADERS,
             hdrs.CONTENT_TYPE: "application/zip",
@@ -112,9 +112,9 @@ class ResultsPages:
         checked = await self._open(request)
         if isinstance(checked, web.Response):
             return checked
-        job_id, expires_at, data = checked
-        view = build_view(data, lambda name: "")
-        paths = [await asyncio.to_thread(locate, self.files_root, job_id, t.play_filename) for t in view.tracks]
+        job_id, expires_at, manifest = checked
+        view = build_view(manifest, lambda name: "")
+        paths = [await asyncio.to_thread(self.files.result_file, job_id, t.play_filename) for t in view.tracks]
         found = [(t.key, p) for t, p in zip(view.tracks, paths) if p is not None]
         peaks = await asyncio.gather(*(self.peaks.get(path) for _, path in found))
         max_age = max(0, min(86400, int((expires_at - self.now()).total_seconds())))
@@ -125,8 +125,8 @@ class ResultsPages:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    async def _open(self, request: web.Request) -> tuple[str, datetime, dict[str, Any]] | web.Response:
-        """The job id, expiry and parsed result.json of a genuine, live link; else the page to answer with."""
+    async def _open(self, request: web.Request) -> tuple[str, datetime, Manifest] | web.Response:
+        """The job id, expiry and manifest of a genuine, live link; else the page to answer with."""
         job_id = request.match_info["job_id"]
         expires, signature = request.query.get("e", ""), request.query.get("s", "")
         # The signature first: a forged link must not learn whether the job exists or has expired.
@@ -137,17 +137,17 @@ class ResultsPages:
         expires_at = datetime.fromtimestamp(int(expires), timezone.utc)
         if self.now() >= expires_at:
             return self._gone()
-        data = await asyncio.to_thread(read_result, self.files_root, job_id)
-        if data is None:  # the janitor was there first (or the job never finished)
+        manifest = await asyncio.to_thread(read_manifest, self.files, job_id)
+        if manifest is None:  # the janitor was there first (or the job never finished)
             return self._gone()
-        return job_id, expires_at, data
+        return job_id, expires_at, manifest
 
     def _file_link(self, job_id: str, expires_at: datetime) -> Callable[[str], str]:
         # Root-relative ("/d/..."): the page's media and downloads stay on whichever origin served the page.
         return lambda filename: sign_link("", self.secret_key, job_id, filename, expires_at)
 
-    def _zip_entries(self, job_id: str, data: dict[str, Any]) -> list[archive.Entry]:
-        paths = {name: locate(self.files_root, job_id, name) for name in result_files(data)}
+    def _zip_entries(self, job_id: str, manifest: Manifest) -> list[archive.Entry]:
+        paths = {name: self.files.result_file(job_id, name) for name in result_files(manifest)}
         return archive.entries_for({name: path for name, path in paths.items() if path is not None})
 
     def _forbidden(self) -> web.Response:

@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from separation_worker.contract.analysis import MusicalAnalysis
 from separation_worker.audio_io import format_duration
-from separation_worker.engine import SeparationEngine
 from separation_worker.contract.errors import InputError
+from separation_worker.engine import SeparationEngine
 from separation_worker.pipeline import separate_song
-from separation_worker.result import RESULT_FILE
+from storage.files import MANIFEST_FILE, OutputFolder
 
 from ..terminal_progress import TerminalProgress
 
@@ -30,23 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings) -> int:
     engine = SeparationEngine.from_settings(settings, device=args.device)
     progress = TerminalProgress()
+    out = OutputFolder(args.out)
     try:
-        result = separate_song(args.input, args.out, engine, settings, fmt=args.format, progress=progress)
+        manifest = separate_song(args.input, out, engine, settings, fmt=args.format, progress=progress)
     except InputError as exc:
         progress.close()
         print(f"stembot: {exc}", file=sys.stderr)
         return 2
     finally:
         progress.close()
-    print(f"{result.title} · {format_duration(result.duration)} · {_summary(result.analysis)}")
-    for stem in result.stems:
-        note = " (silent)" if stem.loudness.silent else ""
-        print(f"  {stem.path}  {stem.size_bytes / 1e6:.1f} MB{note}")
-    print(f"  {result.out_dir / RESULT_FILE}")
-    total = result.timings.get("total", 0.0)
-    print(f"Done in {total:.1f} s on {result.device} ({result.precision}).")
+    print(f"{manifest.title} · {format_duration(manifest.duration)} · {manifest.analysis.summary()}")
+    for stem in manifest.stems:
+        note = " (silent)" if stem.silent else ""
+        print(f"  {out.file(stem.primary.file)}  {stem.primary.size_bytes / 1e6:.1f} MB{note}")
+    print(f"  {out.file(MANIFEST_FILE)}")
+    print(f"Done in {manifest.timings.total or 0.0:.1f} s on {manifest.device} ({manifest.precision}).")
     return 0
-
-
-def _summary(analysis: dict) -> str:
-    return MusicalAnalysis(**analysis).summary()
