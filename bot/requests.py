@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from separation_worker.contract.manifest import LoudnessReport, Manifest
+
 
 @dataclass(frozen=True)
 class UserIdentity:
@@ -68,6 +70,7 @@ class StemFile:
     url: str  # signed download link, valid until JobResult.expires_at
     silent: bool = False
     lossless_url: str | None = None  # the same stem as FLAC, when the worker made one
+    loudness: LoudnessReport | None = None  # before/after normalization, from the manifest
 
 
 @dataclass(frozen=True)
@@ -84,4 +87,5 @@ class JobResult:
     expires_at: datetime
     result_url: str | None = None  # result.json
     page_url: str | None = None  # the results page (listen, compare, download), valid until expires_at
-    raw: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)  # the manifest as result.json lays it out (prefer `manifest`)
+    manifest: Manifest | None = None  # the worker's typed result manifest

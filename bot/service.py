@@ -33,10 +33,10 @@ from bot.requests import (
 )
 from separation_worker import audio_io
 from separation_worker.contract import metrics, progress_bus, queue
-from separation_worker.contract.analysis import MusicalAnalysis
 from separation_worker.contract.errors import InputError
 from separation_worker.fetch import refuse_private_host
 from separation_worker.contract.job_spec import JobSpec
+from separation_worker.contract.manifest import Manifest, ManifestError, StemEntry
 from separation_worker.contract.reconciler import reconcile
 from storage import (
     INCOMING,
@@ -73,6 +73,7 @@ from storage import (
     safe_filename,
     set_guild_setting,
 )
+from storage.files import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
 
@@ -365,39 +366,42 @@ class SeparationService:
     async def result(self, job_id: str) -> JobResult | None:
         """A finished job's stems, analysis and signed download links (None unless done)."""
         job = await get_job(self.db, job_id)
-        if job is None or job.status is not JobStatus.DONE or job.result is None:
+        if job is None or job.status is not JobStatus.DONE or job.result_json is None or job.finished_at is None:
             return None
-        data = job.result
-        expires_at = job.finished_at + timedelta(hours=self.settings.file_ttl_hours)  # type: ignore[operator]
-        stems = []
-        for name, stem in data["stems"].items():
-            flac = (stem.get("files") or {}).get("flac")
-            stems.append(
-                StemFile(
-                    name=name,
-                    filename=stem["file"],
-                    path=self.files.path_of(job_id, stem["file"]),
-                    size_bytes=stem["size_bytes"],
-                    url=self._link(job_id, stem["file"], expires_at),
-                    silent=stem.get("silent", False),
-                    lossless_url=self._link(job_id, flac["file"], expires_at) if flac else None,
-                )
-            )
-        analysis = MusicalAnalysis(**{k: data.get(k) for k in ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")})
+        try:
+            manifest = Manifest.from_json(job.result_json)  # the worker's manifest, as SQLite keeps it
+        except ManifestError as exc:
+            log.error("job %s: unreadable result manifest: %s", job_id, exc, extra={"job_id": job_id})
+            return None
+        expires_at = job.finished_at + timedelta(hours=self.settings.file_ttl_hours)
         return JobResult(
             job_id=job_id,
-            title=data["title"],
-            duration=data["duration"],
-            stems=stems,
-            bpm=data.get("bpm"),
-            key=data.get("key"),
-            camelot=data.get("camelot"),
-            summary=analysis.summary(),
-            models=data.get("models", []),
+            title=manifest.title,
+            duration=manifest.duration,
+            stems=[self._stem_file(job_id, stem, expires_at) for stem in manifest.stems],
+            bpm=manifest.bpm,
+            key=manifest.key,
+            camelot=manifest.camelot,
+            summary=manifest.analysis.summary(),
+            models=[m.to_dict() for m in manifest.models],
             expires_at=expires_at,
-            result_url=self._link(job_id, "result.json", expires_at),
+            result_url=self._link(job_id, MANIFEST_FILE, expires_at),
             page_url=sign_page_link(self.settings.public_url, self.settings.secret_key, job_id, expires_at),
-            raw=data,
+            raw=manifest.to_dict(),
+            manifest=manifest,
+        )
+
+    def _stem_file(self, job_id: str, stem: StemEntry, expires_at: datetime) -> StemFile:
+        primary, flac = stem.primary, stem.file("flac")
+        return StemFile(
+            name=stem.name,
+            filename=primary.file,
+            path=self.files.path_of(job_id, primary.file),
+            size_bytes=primary.size_bytes,
+            url=self._link(job_id, primary.file, expires_at),
+            silent=stem.silent,
+            lossless_url=self._link(job_id, flac.file, expires_at) if flac else None,
+            loudness=stem.loudness,
         )
 
     def _link(self, job_id: str, filename: str, expires_at: datetime) -> str:
