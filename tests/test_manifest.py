@@ -260,3 +260,32 @@ def test_a_failed_encode_leaves_nothing(tmp_path, engine, settings, monkeypatch)
     with pytest.raises(RuntimeError):
         separate_song(audio_io.DecodedAudio(music(1.0), "Tiny"), out, engine, settings)
     assert not out.exists()  # neither the vocals that did encode, nor a temp file, nor result.json
+
+
+# -- the service reads it ------------------------------------------------------------------------------------
+
+
+async def test_service_result_reads_the_manifest_sqlite_keeps(tmp_path, db):
+    from bot.service import SeparationService
+    from stembot.settings import Settings
+    from storage import create_job, finish_job, get_or_create_user, start_job
+
+    settings = Settings(model_dir=tmp_path / "models", data_dir=tmp_path / "data",
+                        public_url="http://files.test", secret_key="k" * 32)
+    service = SeparationService(settings, db, FileStore.in_data_dir(settings.data_dir), None, db.clock)
+    user = await get_or_create_user(db, "telegram", "1")
+    await create_job(db, "old-job", user.id, "link")
+    await start_job(db, "old-job")
+    await finish_job(db, "old-job", json.loads(OLD_RESULT_JSON))  # a job finished before the manifest existed
+
+    result = await service.result("old-job")
+    assert result.manifest == Manifest.from_json(OLD_RESULT_JSON)
+    assert (result.title, result.duration, result.bpm, result.key, result.camelot) == (
+        "Déjà Vu", 201.5, 128.0, "A minor", "8A")
+    assert result.summary == "128 BPM · A minor (8A)"
+    vocals, instrumental = result.stems
+    assert (vocals.name, vocals.filename, vocals.size_bytes) == ("vocals", "Déjà Vu (Vocals).mp3", 8000)
+    assert vocals.path == service.files.path_of("old-job", "Déjà Vu (Vocals).mp3")
+    assert vocals.lossless_url and "/d/old-job/" in vocals.lossless_url and vocals.loudness.lufs_after == -14.0
+    assert result.raw["stems"]["instrumental"]["size_bytes"] == 9000 and instrumental.silent is False
+    assert result.models == [{"name": "BS-Roformer", "checkpoint": "model_bs_roformer_ep_317_sdr_12.9755.ckpt", "weight": 0.4}]
