@@ -8,8 +8,6 @@ from pathlib import Path
 
 from separation_worker.audio_io import format_duration
 from separation_worker.contract.errors import InputError
-from separation_worker.engine import SeparationEngine
-from separation_worker.pipeline import separate_song
 from storage.files import MANIFEST_FILE, OutputFolder
 
 from ..terminal_progress import TerminalProgress
@@ -27,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    # torch and the models load here, not when `stembot --help` or a bot imports the CLI.
+    from separation_worker.engine import SeparationEngine
+    from separation_worker.pipeline import separate_song
+
     engine = SeparationEngine.from_settings(settings, device=args.device)
     progress = TerminalProgress()
     out = OutputFolder(args.out)
