@@ -7,6 +7,16 @@ its own BEGIN IMMEDIATE transaction, so any number of processes may share the da
 
 from storage.clock import UTC, Clock, FakeClock, SystemClock
 from storage.database import DATABASE_FILENAME, Database
+from storage.deliveries import (
+    PieceOutcome,
+    claim_delivery,
+    complete_delivery,
+    list_claimable,
+    record_piece,
+    recorded_pieces,
+    release_delivery,
+    renew_delivery,
+)
 from storage.errors import (
     DuplicateJob,
     InvalidName,
@@ -70,8 +80,9 @@ __all__ = [
     "DATABASE_FILENAME", "DEFAULT_CODE_TTL", "DEFAULT_WINDOW", "PLATFORMS", "PRO_ROLE_FRESHNESS", "PRO_ROLE_ID", "UTC",
     "Acceptance", "Clock", "Database", "DuplicateJob", "FakeClock", "FileStore", "INCOMING", "InvalidName", "InvalidTransition",
     "Job", "JobDir", "JobStatus", "LinkCode", "LinkCodeError", "LinkFailure", "NotFound", "ProGrant", "ProReason",
-    "QuotaDecision", "SchemaTooNew", "StorageError", "SweepReport", "SystemClock", "User",
-    "accept_job", "active_grant", "cancel_job", "create_job", "create_link_code", "fail_job", "find_user",
+    "PieceOutcome", "QuotaDecision", "SchemaTooNew", "StorageError", "SweepReport", "SystemClock", "User",
+    "accept_job", "active_grant", "cancel_job", "claim_delivery", "complete_delivery", "list_claimable",
+    "record_piece", "recorded_pieces", "release_delivery", "renew_delivery", "create_job", "create_link_code", "fail_job", "find_user",
     "finish_job", "get_guild_setting", "get_job", "get_or_create_user", "get_queued_job", "get_user",
     "grant_pro", "guild_settings", "is_pro", "linked_account", "list_active_grants", "list_grants", "retire_unscoped_grants", "list_jobs",
     "list_undelivered", "list_user_jobs", "mark_delivered", "pro_reason", "quota_status", "record_pro_role",

@@ -123,6 +123,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE status IN ('queued', 'running')
         """,
     ),
+    # 4: delivery is recorded piece by piece, under a lease (storage.deliveries, issue 12). A restarted bot
+    # resumes after the last piece that went; a lease (owner + expiry) keeps two bots from sending one result,
+    # and lapses by itself when its owner crashed.
+    (
+        """
+        CREATE TABLE delivery_leases (
+            job_id     TEXT PRIMARY KEY REFERENCES jobs(id),
+            owner      TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE delivery_pieces (
+            job_id  TEXT NOT NULL REFERENCES jobs(id),
+            piece   TEXT NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'linked')),
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (job_id, piece)
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
