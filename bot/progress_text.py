@@ -6,6 +6,8 @@ from datetime import datetime
 
 from separation_worker.contract.progress_bus import JobEvent
 
+UPLOADING = "📤 Uploading the stems…"
+
 
 def describe(event: JobEvent) -> str:
     """One status line for a progress event, e.g. "Separating… 45 %"."""
@@ -17,6 +19,7 @@ def describe(event: JobEvent) -> str:
         "separating": f"🎛 Separating vocals and instrumental…{percent}",
         "analyzing": "🎼 Analyzing BPM and key…",
         "encoding": "📦 Encoding the stems…",
+        "uploading": UPLOADING,
         "done": "✅ Done!",
         "failed": f"❌ {event.message or 'Something went wrong.'}",
         "cancelled": "🚫 Cancelled. Your quota was not charged.",
@@ -24,7 +27,10 @@ def describe(event: JobEvent) -> str:
     }.get(event.state, event.state)
 
 
-UPLOADING = "📤 Uploading the stems…"
+def upload_failed_note(stem_names: list[str]) -> str:
+    """Said with the summary when uploading stems kept failing and links stand in for them."""
+    names = " and ".join(name.capitalize() for name in stem_names)
+    return f"⚠️ Sending {names} here kept failing, so use the download links instead."
 
 
 def until_text(when: datetime | None, now: datetime) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
 import shutil
+import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import AsyncIterator
@@ -62,8 +64,14 @@ from storage import (
     grant_pro,
     is_pro,
     list_jobs,
-    list_undelivered,
-    mark_delivered,
+    PieceOutcome,
+    claim_delivery,
+    complete_delivery,
+    list_claimable,
+    record_piece,
+    recorded_pieces,
+    release_delivery,
+    renew_delivery,
     pro_reason,
     quota_status,
     record_pro_role,
@@ -78,6 +86,7 @@ from storage.files import MANIFEST_FILE
 log = logging.getLogger(__name__)
 
 POSITION_POLL_S = 2.0
+DELIVERY_LEASE = timedelta(seconds=60)  # a crashed bot's deliveries are taken over this long after its last renewal
 MINUTES_PER_JOB = 0.5  # rough GPU time per song, for "try again in N min"
 
 
@@ -88,6 +97,8 @@ class SeparationService:
         self.files = files
         self.redis = redis
         self.clock = clock
+        # Names this process in delivery leases: unique per start, readable in the database.
+        self.delivery_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @classmethod
     async def start(cls, settings, clock: Clock | None = None) -> "SeparationService":
@@ -344,16 +355,26 @@ class SeparationService:
     # -- following and results ------------------------------------------------------------
 
     async def watch(self, job_id: str) -> AsyncIterator[progress_bus.JobEvent]:
-        """Progress events until the job ends; while it waits, its queue position as it moves."""
+        """Progress events until the job ends; while it waits, its queue position as it moves.
+
+        SQLite has the last word: when no news comes (e.g. Redis restarted and lost the job's events), a job the
+        database says has finished ends the stream all the same. Redis errors reach the caller, who retries.
+        """
         job = await get_job(self.db, job_id)
         if job is None:
             return
         if job.finished or job.status is JobStatus.EXPIRED:
-            yield progress_bus.JobEvent(job_id, job.status.value, 1.0, message=job.error or "")
+            yield _final_event(job)
             return
         last_position: int | None = None
         async for event in progress_bus.follow(self.redis, job_id, poll_s=POSITION_POLL_S, idle_ticks=True):
             if event is None:
+                job = await get_job(self.db, job_id)
+                if job is None:
+                    return
+                if job.finished or job.status is JobStatus.EXPIRED:
+                    yield _final_event(job)
+                    return
                 # Nothing new: while the job waits, its position still moves as others finish.
                 position = await queue.position(self.redis, job_id)
                 if position is None or position == last_position:
@@ -432,12 +453,35 @@ class SeparationService:
         return await list_jobs(self.db, JobStatus.QUEUED, JobStatus.RUNNING)
 
     async def undelivered_jobs(self) -> list[Job]:
-        """Finished jobs whose result never reached the user (e.g. the bot restarted meanwhile)."""
-        return await list_undelivered(self.db)
+        """Finished jobs whose result has not fully reached the user and that nobody is delivering now (the bot
+        restarted meanwhile, a delivery was left for later, or its deliverer crashed and its lease lapsed)."""
+        return await list_claimable(self.db)
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        """True for exactly one caller: that caller delivers the result (a job is delivered once)."""
-        return await mark_delivered(self.db, job_id)
+    async def claim_delivery(self, job_id: str, lease: timedelta = DELIVERY_LEASE) -> bool:
+        """True for exactly one caller at a time: that caller delivers the result, renewing its lease while it
+        sends, then completes (every piece went) or releases it (stopping, or leaving it for later)."""
+        return await claim_delivery(self.db, job_id, self.delivery_owner, lease)
+
+    async def renew_delivery(self, job_id: str, lease: timedelta = DELIVERY_LEASE) -> bool:
+        return await renew_delivery(self.db, job_id, self.delivery_owner, lease)
+
+    async def release_delivery(self, job_id: str) -> None:
+        await release_delivery(self.db, job_id, self.delivery_owner)
+
+    async def delivered_pieces(self, job_id: str) -> dict[str, PieceOutcome]:
+        """What already went of this job's result (a resumed delivery skips it)."""
+        return await recorded_pieces(self.db, job_id)
+
+    async def record_piece(self, job_id: str, piece: str, outcome: PieceOutcome) -> None:
+        await record_piece(self.db, job_id, piece, outcome)
+
+    async def complete_delivery(self, job_id: str) -> bool:
+        """Every piece went: the job is delivered, for good."""
+        return await complete_delivery(self.db, job_id, self.delivery_owner)
+
+
+def _final_event(job: Job) -> progress_bus.JobEvent:
+    return progress_bus.JobEvent(job.id, job.status.value, 1.0, message=job.error or "")
 
 
 def _upload_name(source: UploadSource) -> str:

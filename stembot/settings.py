@@ -83,6 +83,7 @@ class Settings:
     max_duration_free_seconds: float = 10 * 60  # Pro gets max_duration_seconds
     commands_per_minute: int = 20  # per user, every command and message
     log_format: str = "text"  # text | json (one object per line, with job ids)
+    drain_seconds: float = 8.0  # on SIGTERM, how long the bots let deliveries under way finish
     # Telegram
     telegram_bot_token: str = field(default="", repr=False)
     telegram_api_base_url: str = "https://api.telegram.org"
@@ -174,6 +175,7 @@ class Settings:
             "max_waiting_pro": ("STEMBOT_MAX_WAITING_PRO", int, 1),
             "max_duration_free_seconds": ("STEMBOT_MAX_DURATION_FREE_SECONDS", float, 1),
             "commands_per_minute": ("STEMBOT_COMMANDS_PER_MINUTE", int, 1),
+            "drain_seconds": ("STEMBOT_DRAIN_SECONDS", float, 0),
         }
         for field_name, (env_name, kind, minimum) in numeric.items():
             raw = get(env_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis.asyncio as aioredis
 from arq.worker import Worker
@@ -12,12 +13,29 @@ from arq.worker import Worker
 from separation_worker.worker import worker_settings
 
 REDIS_BASE = "redis://127.0.0.1:6379"
-TEST_REDIS_DB = 11  # keep tests away from db 0; others: 12 observability, 13 Discord, 14 Telegram, 15 catalogue
+
+
+class RedisDb(IntEnum):
+    """The Redis database of each suite: the one place they are handed out, so that no two suites (which may run
+    at the same time, e.g. several sessions on one machine) flush each other's data. Db 0 stays for real use."""
+
+    SERVICE = 11  # test_service, test_worker_faults and anything using the default
+    OBSERVABILITY = 12
+    DISCORD = 13
+    TELEGRAM = 14
+    CATALOGUE = 15
+    FETCH_LIMITS = 10
+    STARTUP = 9
+    DELIVERY_TELEGRAM = 8
+    DELIVERY_DISCORD = 7
+
+
+TEST_REDIS_DB = RedisDb.SERVICE
 
 
 def service_env(data_dir, model_dir, redis_db: int = TEST_REDIS_DB, **extra) -> dict[str, str]:
     env = {
-        "REDIS_URL": f"{REDIS_BASE}/{redis_db}",
+        "REDIS_URL": f"{REDIS_BASE}/{int(redis_db)}",
         "STEMBOT_DATA_DIR": str(data_dir),
         "STEMBOT_MODEL_DIR": str(model_dir),
         "STEMBOT_DEVICE": "cpu",
@@ -31,7 +49,7 @@ def service_env(data_dir, model_dir, redis_db: int = TEST_REDIS_DB, **extra) -> 
 
 
 async def flush_test_redis(redis_db: int = TEST_REDIS_DB) -> None:
-    client = aioredis.from_url(f"{REDIS_BASE}/{redis_db}")
+    client = aioredis.from_url(f"{REDIS_BASE}/{int(redis_db)}")
     await client.flushdb()
     await client.aclose()
 

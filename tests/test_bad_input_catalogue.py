@@ -16,9 +16,9 @@ from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdent
 from bot.service import SeparationService
 from stembot.settings import Settings
 from tests.conftest import SR, music, write_audio
-from tests.service_support import flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 
-REDIS_DB = 15
+REDIS_DB = RedisDb.CATALOGUE
 NOT_READABLE = "That file isn't audio or video I can read."
 NO_AUDIO = "That file has no audio track."
 PRIVATE = "That link points to a private or local address, which I can't fetch."

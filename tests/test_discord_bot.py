@@ -11,17 +11,15 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
 
-import discord
 import pytest
 
 from bot.discord import StemBot, create_bot
 from bot.discord import cog as cog_module
-from bot.discord.delivery import ProgressMessage
 from bot.requests import UserIdentity
 from bot.service import SeparationService
 from separation_worker import audio_io
@@ -29,10 +27,10 @@ from stembot.commands import discord as discord_command
 from stembot.settings import Settings, SettingsError
 from storage import JobStatus, list_jobs
 from tests.conftest import music, write_audio
-from tests.service_support import flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 from tests.support.fake_discord import MANAGE_GUILD, MANAGE_ROLES, FakeDiscord, Guild, Interaction, Role, Sent, User
 
-REDIS_DB = 13  # the other suites use other databases, concurrently
+REDIS_DB = RedisDb.DISCORD
 SR = 44100
 STAGES = ("queue", "Getting your audio", "Separating", "Analyzing", "Encoding", "Uploading", "ready")
 
@@ -182,10 +180,26 @@ def stage(text: str) -> int:
     return next(i for i, marker in enumerate(STAGES) if marker in text)
 
 
-def assert_stems(message: Sent, tmp_path: Path, seconds: float = 2.5) -> None:
-    names = sorted(name for name, _ in message.files)
-    assert names == ["Test Song (Instrumental).mp3", "Test Song (Vocals).mp3"]
-    for name, data in message.files:
+def summary_sent(messages: list[Sent]) -> bool:
+    return any(m.embeds for m in messages)
+
+
+async def delivered(fake: FakeDiscord, messages: Callable[[], list[Sent]], timeout: float = 60) -> list[Sent]:
+    """Once the summary (the last piece) arrived: every message of the delivery, stems first."""
+    await fake.wait_for(lambda: summary_sent(messages()), timeout)
+    sent = messages()
+    assert sent[-1].embeds and not any(m.embeds for m in sent[:-1]), [m.content for m in sent]
+    return sent
+
+
+def assert_stems(messages: list[Sent], tmp_path: Path, seconds: float = 2.5) -> None:
+    """Each stem once, one per message, decodable and as long as the song."""
+    stems = [m for m in messages if m.files]
+    assert all(len(m.files) == 1 for m in stems)
+    files = [f for m in stems for f in m.files]
+    names = [name for name, _ in files]
+    assert names == ["Test Song (Vocals).mp3", "Test Song (Instrumental).mp3"]
+    for name, data in files:
         path = tmp_path / f"uploaded-{name}"
         path.write_bytes(data)
         samples = audio_io.decode(path, 60).samples
@@ -224,7 +238,7 @@ async def test_separate_file_edits_progress_then_sends_stems(fake, world, make_b
     attachment = fake.host("song.mp3", song)
     interaction = await fake.slash("separate", world.alice, world.guild, options={"file": attachment})
 
-    followup = (await fake.wait_for(lambda: interaction.followups, 60))[0]
+    followups = await delivered(fake, lambda: interaction.followups)
     assert interaction.callback == {"type": 5}  # deferred, public
     await fake.wait_for(lambda: interaction.edits and "ready" in interaction.edits[-1].content)
     edits = [e.content for e in interaction.edits]
@@ -235,10 +249,10 @@ async def test_separate_file_edits_progress_then_sends_stems(fake, world, make_b
 
     job = await only_job(service)
     assert job.status is JobStatus.DONE and job.delivered_at is not None  # claimed: never delivered again
-    assert_stems(followup, tmp_path)
-    assert_summary(followup.embeds[0], await service.result(job.id))
-    assert "Download" not in json.dumps(followup.embeds)  # both stems fit: no links needed
-    assert not followup.ephemeral and fake.channel_messages() == []
+    assert_stems(followups, tmp_path)
+    assert_summary(followups[-1].embeds[0], await service.result(job.id))
+    assert "Download" not in json.dumps(followups[-1].embeds)  # both stems fit: no links needed
+    assert not any(m.ephemeral for m in followups) and fake.channel_messages() == []
     assert job.delivery["channel_id"] == str(world.channel) and job.delivery["upload_limit"] == 10 * 1024 * 1024
 
 
@@ -247,10 +261,10 @@ async def test_stems_over_the_upload_limit_come_as_links(fake, world, make_bot, 
     interaction = await fake.slash(
         "separate", world.alice, world.guild, options={"file": fake.host("song.mp3", song)}, attachment_size_limit=1000
     )
-    followup = (await fake.wait_for(lambda: interaction.followups, 60))[0]
-    assert followup.files == []
+    followups = await delivered(fake, lambda: interaction.followups)
+    assert len(followups) == 1 and followups[0].files == []  # nothing fits: the summary alone, with links
     result = await service.result((await only_job(service)).id)
-    download = next(f["value"] for f in followup.embeds[0]["fields"] if f["name"] == "Download")
+    download = next(f["value"] for f in followups[0].embeds[0]["fields"] if f["name"] == "Download")
     assert all(stem.url in download for stem in result.stems)
 
 
@@ -262,14 +276,16 @@ async def test_link_outliving_the_token_is_posted_in_the_channel(
     await make_bot(token_lifetime=timedelta(0))  # as if the job ran past Discord's 15 minutes
     interaction = await fake.slash("separate", world.alice, world.guild, options={"link": f"{base}/song.wav"})
 
-    message = (await fake.wait_for(lambda: fake.channel_messages(world.channel), 60))[0]
+    messages = await delivered(fake, lambda: fake.channel_messages(world.channel))
     assert interaction.callback == {"type": 5}
     assert interaction.followups == [] and interaction.edits == []  # the token is not used any more
-    assert message.content.startswith(f"<@{world.alice.id}>")
-    mentions = message.payload["allowed_mentions"]  # pings alice, and nobody a song title might name
-    assert mentions["parse"] == [] and [int(u) for u in mentions["users"]] == [world.alice.id]
-    assert_stems(message, tmp_path)
-    assert_summary(message.embeds[0], await service.result((await only_job(service)).id))
+    assert all(m.content.startswith(f"<@{world.alice.id}>") for m in messages)
+    for message in messages:  # only the summary pings alice, and nobody a song title might name
+        mentions = message.payload["allowed_mentions"]
+        pinged = [world.alice.id] if message is messages[-1] else []
+        assert mentions["parse"] == [] and [int(u) for u in mentions["users"]] == pinged
+    assert_stems(messages, tmp_path)
+    assert_summary(messages[-1].embeds[0], await service.result((await only_job(service)).id))
 
 
 async def test_followup_refused_falls_back_to_the_channel(fake, world, make_bot, worker, service, song):
@@ -277,8 +293,8 @@ async def test_followup_refused_falls_back_to_the_channel(fake, world, make_bot,
     interaction = await fake.slash("separate", world.alice, world.guild, options={"file": fake.host("song.mp3", song)})
     await fake.wait_for(lambda: interaction.deferred)
     fake.expire(interaction)  # Discord refuses the token (e.g. a clock ran fast)
-    message = (await fake.wait_for(lambda: fake.channel_messages(world.channel), 60))[0]
-    assert len(message.files) == 2 and interaction.followups == []
+    messages = await delivered(fake, lambda: fake.channel_messages(world.channel))
+    assert len(messages) == 3 and interaction.followups == []
 
 
 async def test_failed_job_is_an_ephemeral_notice_and_refunded(fake, world, make_bot, worker, service, http_server):
@@ -318,9 +334,9 @@ async def test_restart_loses_nothing(fake, world, make_bot, bot_settings, engine
     finally:
         await worker.stop()
     second = await make_bot()
-    message = (await fake.wait_for(lambda: fake.channel_messages(world.channel), 30))[0]
-    assert message.content.startswith(f"<@{world.alice.id}>")
-    assert_stems(message, tmp_path)
+    messages = await delivered(fake, lambda: fake.channel_messages(world.channel), 30)
+    assert messages[-1].content.startswith(f"<@{world.alice.id}>")
+    assert_stems(messages, tmp_path)
     assert interaction.followups == []
 
     # A job still queued when the bot restarts: the new bot follows it and delivers it when it is done.
@@ -330,12 +346,12 @@ async def test_restart_loses_nothing(fake, world, make_bot, bot_settings, engine
     await make_bot()
     worker = await start_worker(bot_settings, engine)
     try:
-        await fake.wait_for(lambda: len(fake.channel_messages(world.channel)) == 2, 60)
+        await fake.wait_for(lambda: len(fake.channel_messages(world.channel)) == 6, 60)
     finally:
         await worker.stop()
-    assert fake.channel_messages(world.channel)[1].content.startswith(f"<@{world.patron.id}>")
+    assert fake.channel_messages(world.channel)[5].content.startswith(f"<@{world.patron.id}>")
     await asyncio.sleep(0.3)
-    assert len(fake.channel_messages()) == 2  # each result exactly once
+    assert len(fake.channel_messages()) == 6  # each result exactly once: two stems and a summary each
     assert await service.undelivered_jobs() == []
 
 
@@ -578,31 +594,7 @@ async def test_link_help_and_the_telegram_code(fake, world, den, make_bot, servi
     assert help_message.ephemeral and "/separate" in help_message.text()
 
 
-# -- pieces ------------------------------------------------------------------------------------------------
-
-
-class RecordingInteraction:
-    def __init__(self):
-        self.edits: list[tuple[float, str]] = []
-
-    async def edit_original_response(self, content: str) -> None:
-        self.edits.append((asyncio.get_running_loop().time(), content))
-
-
-async def test_progress_edits_are_throttled_and_only_on_change():
-    stub = RecordingInteraction()
-    interaction = cast(discord.Interaction, stub)
-    progress = ProgressMessage(interaction, discord.utils.utcnow() + timedelta(minutes=1), interval=0.2)
-    for text in ["a", "a", "b", "c", "c", "d"]:
-        progress.show(text)
-        await asyncio.sleep(0.01)
-    await progress.settle("d")
-    assert [text for _, text in stub.edits] == ["a", "d"]  # the latest text lands, nothing in between
-    assert stub.edits[1][0] - stub.edits[0][0] >= 0.19
-
-    expired = ProgressMessage(interaction, discord.utils.utcnow() - timedelta(seconds=1), interval=0.2)
-    await expired.settle("e")
-    assert [text for _, text in stub.edits] == ["a", "d"]  # never after the token's lifetime
+# -- the command --------------------------------------------------------------------------------------------
 
 
 async def test_stembot_discord_runs_until_sigterm(fake, world, bot_settings, tmp_path):

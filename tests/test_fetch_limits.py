@@ -19,11 +19,11 @@ from separation_worker.contract.errors import InputError
 from separation_worker.fetch import LIVE, fetch
 from separation_worker.job_runner import TIMED_OUT
 from stembot.settings import Settings
-from tests.service_support import flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 
 SEGMENTS = 30  # one-second HLS segments of ~270 kB (video at a constant 2 Mbit/s, plus AAC audio)
 MB = 1024 * 1024
-REDIS_DB = 10  # the other suites use 11-15, concurrently
+REDIS_DB = RedisDb.FETCH_LIMITS
 
 
 @pytest.fixture(scope="module")

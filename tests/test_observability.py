@@ -9,9 +9,9 @@ from bot.service import SeparationService
 from bot.web import create_app
 from stembot.settings import Settings
 from tests.conftest import music, stembot_exe, write_audio
-from tests.service_support import flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 
-REDIS_DB = 12
+REDIS_DB = RedisDb.OBSERVABILITY
 
 
 async def test_metrics_count_jobs_stages_and_refusals(tmp_path, model_dir, engine):

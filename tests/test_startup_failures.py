@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import stembot_exe
-from tests.service_support import service_env
+from tests.service_support import RedisDb, service_env
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import FakeTelegram
 
-REDIS_DB = 10  # the other suites use 11-15
+REDIS_DB = RedisDb.STARTUP
 FAST_S = 10.0  # "within seconds": the interpreter and its imports take most of it
 HANG_S = 40.0  # give up on a command that hangs, and say so
 

@@ -9,11 +9,11 @@ from bot.telegram import TelegramBot
 from separation_worker import audio_io
 from stembot.settings import Settings
 from tests.conftest import music, write_audio
-from tests.service_support import flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 from tests.support.fake_telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token"
-REDIS_DB = 14
+REDIS_DB = RedisDb.TELEGRAM
 ALICE, ADMIN = 1001, 42
 
 
@@ -101,12 +101,23 @@ async def test_link_in_stems_out(fake, bot, worker, song, http_server):
     assert len([m for m in fake.messages(ALICE) if m.file_bytes]) == 2
 
 
-async def test_voice_note_and_video_are_accepted(fake, bot, tmp_path):
+async def test_voice_note_and_video_are_accepted(fake, bot, worker, tmp_path):
+    """A voice note (Opus in Ogg) and a video each come back as two playable stems and a summary."""
+    voice = write_audio(tmp_path / "voice.ogg", music(2.0, seed=1, level=0.4), extra_args=("-c:a", "libopus"))
     video = tmp_path / "clip.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=2", "-f", "lavfi",
                     "-i", "sine=330:duration=2", "-shortest", "-c:v", "mpeg4", "-c:a", "aac", str(video)], check=True)
-    fake.send_video(ALICE, video.read_bytes(), filename="clip.mp4")
-    await fake.wait_for(lambda: any(any("In the queue" in e for e in m.edits) for m in fake.messages(ALICE)))
+    bob = 1002  # a second user: a Free user has one song in flight at a time
+    fake.send_voice(ALICE, voice.read_bytes(), duration=2)
+    fake.send_video(bob, video.read_bytes(), filename="clip.mp4", duration=2)
+    for user in (ALICE, bob):
+        await wait_for_summary(fake, user)
+        stems = [m for m in fake.messages(user) if m.file_bytes]
+        assert [m.title.rsplit(" — ", 1)[1] for m in stems] == ["Vocals", "Instrumental"]
+        for m in stems:
+            samples = decode_bytes(tmp_path, m.file_bytes, f"{user}-{m.filename}")
+            assert samples.shape[0] == 2 and samples.shape[1] == pytest.approx(2 * 44100, abs=4096)
+        assert len([m for m in fake.messages(user) if "BPM" in (m.text or "")]) == 1
 
 
 async def test_quota_exhaustion_and_quota_command(fake, bot, song):
@@ -219,7 +230,7 @@ async def test_tokens_never_reach_the_logs(fake, settings, song, caplog):
 
 
 async def test_throttled_status_always_shows_the_latest_text():
-    from bot.telegram.delivery import ThrottledStatus
+    from bot.delivery import ThrottledStatus
 
     edits = []
 
@@ -233,5 +244,5 @@ async def test_throttled_status_always_shows_the_latest_text():
     await asyncio.sleep(0.3)
     assert edits == ["a", "c"]
     await status.show("c")
-    await status.close()
+    status.cancel()
     assert edits == ["a", "c"]

@@ -80,7 +80,9 @@ class StemBot(commands.Bot):
         )
         self.settings = settings
         self.service = service
-        self.deliveries = Deliveries(self, service, token_lifetime=token_lifetime, edit_interval=edit_interval)
+        self.deliveries = Deliveries(
+            self, service, token_lifetime=token_lifetime, edit_interval=edit_interval, drain_s=settings.drain_seconds
+        )
         self.sync_commands = sync_commands
         self.synced = ""  # what the last sync did, for the log line once connected
 

@@ -8,8 +8,9 @@ import signal
 
 from telegram import BotCommand
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
+from bot.delivery import FollowerConfig
 from bot.service import SeparationService
 from stembot import redaction
 from stembot.settings import SettingsError
@@ -33,24 +34,34 @@ _STATUS_CODES = {"Unauthorized": 401, "Not Found": 404}  # what the Bot API answ
 
 
 class TelegramBot:
-    def __init__(self, settings, edit_interval_s: float = 1.5, poll_timeout_s: int = 30):
+    def __init__(
+        self, settings, edit_interval_s: float = 1.5, poll_timeout_s: int = 30, delivery: FollowerConfig | None = None
+    ):
         settings.require("telegram_bot_token", "secret_key", "public_url")
         redaction.install(redaction.secrets_of(settings))
         self.settings = settings
         self.edit_interval_s = edit_interval_s
         self.poll_timeout_s = poll_timeout_s
+        self.delivery = delivery  # how deliveries retry and drain (default: FollowerConfig, drain from settings)
         self.app: Application | None = None
         self.service: SeparationService | None = None
         self.deliveries: Deliveries | None = None
 
     def _build(self) -> Application:
         base = self.settings.telegram_api_base_url.rstrip("/")
+        # With max_retries=0 the limiter logs each 429 it passes on as an error with a traceback; the follower
+        # logs its own retries.
+        logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.CRITICAL)
         return (
             ApplicationBuilder()
             .token(self.settings.telegram_bot_token)
             .base_url(f"{base}/bot")  # PTB appends the token
             .base_file_url(f"{base}/file/bot")
             .concurrent_updates(True)  # one user's slow download must not hold up the others
+            # Paces sends under Telegram's flood limits (30/s overall, 20/min per group). It does not retry a
+            # 429 itself (max_retries=0): the delivery follower does, honouring retry_after within its own
+            # bounded attempts, so a 429 is never retried by both (that would multiply the tries).
+            .rate_limiter(AIORateLimiter(max_retries=0))
             .build()
         )
 
@@ -66,7 +77,8 @@ class TelegramBot:
         self.app = self._build()
         await self._check_token()  # before storage and Redis are touched
         self.service = await SeparationService.start(self.settings)
-        self.deliveries = Deliveries(self.app.bot, self.service, self.settings.telegram_api_base_url, self.edit_interval_s)
+        self.deliveries = Deliveries(self.app.bot, self.service, self.settings.telegram_api_base_url,
+                                     self.edit_interval_s, drain_s=self.settings.drain_seconds, config=self.delivery)
         TelegramFrontend(self.settings, self.service, self.deliveries).register(self.app)
         await self.app.bot.set_my_commands(COMMANDS)
         await self.app.start()

@@ -1,21 +1,29 @@
-"""Following a job in its status message, then delivering the stems (exactly once, even across restarts)."""
+"""Telegram's side of delivery: where a job's messages go, and how each piece is sent there.
+
+The follower (`bot.delivery`) decides what to send and when; this module only speaks Telegram: the status
+message edited in place, each stem as `sendAudio` with title and performer (so it plays inline), the summary
+in HTML, and PTB's exceptions turned into the follower's `Transient` / `Rejected`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from datetime import timedelta
 
 from telegram import Bot
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
-from bot.progress_text import UPLOADING, describe
+from bot.delivery import Follower, FollowerConfig, Notice, Rejected, Summary, Transient
+from bot.progress_text import describe, upload_failed_note
+from bot.requests import JobResult, StemFile
 from bot.service import SeparationService
 from separation_worker.contract.progress_bus import JobEvent
-from storage import Job, JobStatus
+from storage import Job
 
 from . import texts
 
@@ -24,6 +32,7 @@ log = logging.getLogger(__name__)
 CLOUD_API = "https://api.telegram.org"
 CLOUD_UPLOAD_LIMIT = 50 * 1024 * 1024  # the cloud Bot API; a local Bot API server allows 2000 MB
 LOCAL_UPLOAD_LIMIT = 2000 * 1024 * 1024
+UPLOAD_TIMEOUT_S = 120  # PTB's 5 s default read timeout ends many uploads Telegram did receive
 
 
 @dataclass(frozen=True)
@@ -39,138 +48,124 @@ class Destination:
                 "reply_to": self.reply_to}
 
     @classmethod
-    def of(cls, job: Job) -> "Destination | None":
+    def of(cls, job: Job) -> Destination | None:
         data = job.delivery
         if not isinstance(data, dict) or data.get("platform") != "telegram":
             return None
         return cls(int(data["chat_id"]), int(data["status_message_id"]), data.get("reply_to"))
 
 
-class Deliveries:
-    def __init__(self, bot: Bot, service: SeparationService, api_base_url: str, edit_interval_s: float = 1.5):
+@contextlib.contextmanager
+def _neutral_errors() -> Iterator[None]:
+    """PTB's exceptions as the follower's: flood control, 5xx and timeouts may pass; a refusal won't."""
+    try:
+        yield
+    except RetryAfter as exc:
+        wait = exc.retry_after
+        raise Transient("flood control", wait.total_seconds() if isinstance(wait, timedelta) else float(wait)) from exc
+    except TimedOut as exc:
+        raise Transient("timed out") from exc
+    except (BadRequest, Forbidden) as exc:  # BadRequest is a NetworkError in PTB: checked first
+        raise Rejected(exc.message) from exc
+    except NetworkError as exc:  # 502 Bad Gateway, other 5xx, connection errors
+        raise Transient(exc.message) from exc
+
+
+class TelegramChannel:
+    """One job's chat: implements `bot.delivery.Channel`."""
+
+    def __init__(self, bot: Bot, where: Destination, upload_limit: int):
         self.bot = bot
-        self.service = service
-        self.upload_limit = CLOUD_UPLOAD_LIMIT if api_base_url.rstrip("/") == CLOUD_API else LOCAL_UPLOAD_LIMIT
-        self.edit_interval_s = edit_interval_s  # Telegram throttles frequent edits of one chat
-        self._tasks: set[asyncio.Task] = set()
+        self.where = where
+        self._upload_limit = upload_limit
 
-    def follow(self, job_id: str, where: Destination) -> None:
-        task = asyncio.create_task(self._follow(job_id, where), name=f"telegram-job-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    @property
+    def upload_limit(self) -> int:
+        return self._upload_limit
 
-    async def resume(self) -> None:
-        """After a restart: follow the jobs still running, deliver those that finished meanwhile."""
-        for job in await self.service.active_jobs():
-            where = Destination.of(job)
-            if where:
-                self.follow(job.id, where)
-        for job in await self.service.undelivered_jobs():
-            where = Destination.of(job)
-            if where:
-                self._spawn(self._finish(job.id, where))
+    def describe(self, event: JobEvent) -> str:
+        return describe(event)
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def done_text(self, result: JobResult) -> str:
+        return describe(JobEvent(result.job_id, "done", 1.0))
 
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _follow(self, job_id: str, where: Destination) -> None:
-        status = ThrottledStatus(lambda text: self._edit_status(where, text), self.edit_interval_s)
+    async def edit_status(self, text: str) -> None:
         try:
-            async for event in self.service.watch(job_id):
-                if event.terminal:
-                    break
-                await status.show(describe(event))
-            await status.close()
-            await self._finish(job_id, where)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("following job %s failed", job_id)
-
-    async def _finish(self, job_id: str, where: Destination) -> None:
-        job = await self.service.job(job_id)
-        if job is None or not await self.service.claim_delivery(job_id):
-            return  # another process (or an earlier run of this one) delivered it
-        if job.status is not JobStatus.DONE:
-            await self._edit_status(where, describe_final(job))
-            return
-        result = await self.service.result(job_id)
-        if result is None:
-            await self._edit_status(where, "⌛ This song's files have expired.")
-            return
-        await self._edit_status(where, UPLOADING)
-        too_big = []
-        for stem in result.stems:
-            if stem.size_bytes > self.upload_limit:
-                too_big.append(stem.name.capitalize())
-                continue
-            with open(stem.path, "rb") as fh:
-                await self.bot.send_audio(
-                    where.chat_id,
-                    audio=fh,
-                    filename=stem.filename,
-                    title=texts.stem_title(result, stem.name),
-                    performer="StemBot",
-                    duration=round(result.duration),
-                    reply_to_message_id=where.reply_to,
-                    read_timeout=120,
-                    write_timeout=120,
-                )
-        await self.bot.send_message(
-            where.chat_id, texts.summary(result, too_big), parse_mode=ParseMode.HTML, disable_web_page_preview=True
-        )
-        await self._edit_status(where, "✅ Done!")
-
-    async def _edit_status(self, where: Destination, text: str) -> None:
-        try:
-            await self.bot.edit_message_text(text, chat_id=where.chat_id, message_id=where.status_message_id)
+            await self.bot.edit_message_text(text, chat_id=self.where.chat_id, message_id=self.where.status_message_id)
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 log.warning("could not edit the status message: %s", exc)
-        except TelegramError as exc:  # e.g. the chat was deleted: delivery of the rest still goes on
+        except TelegramError as exc:  # e.g. flood control on edits: the status is cosmetic, the delivery goes on
             log.warning("could not edit the status message: %s", exc)
 
+    async def send_stem(self, result: JobResult, stem: StemFile) -> None:
+        try:
+            data = await asyncio.to_thread(stem.path.read_bytes)
+        except OSError as exc:
+            raise Rejected(f"cannot read {stem.filename}: {exc.strerror}") from exc
+        with _neutral_errors():
+            await self.bot.send_audio(
+                self.where.chat_id,
+                audio=data,
+                filename=stem.filename,
+                title=texts.stem_title(result, stem.name),
+                performer="StemBot",
+                duration=round(result.duration),
+                reply_to_message_id=self.where.reply_to,
+                allow_sending_without_reply=True,
+                read_timeout=UPLOAD_TIMEOUT_S,
+                write_timeout=UPLOAD_TIMEOUT_S,
+            )
 
-class ThrottledStatus:
-    """Edits a status message at most once per interval, and always ends up showing the latest text."""
+    async def send_summary(self, summary: Summary) -> None:
+        text = texts.summary(summary.result, [s.name.capitalize() for s in summary.too_big])
+        if summary.failed:
+            text += "\n" + upload_failed_note([s.name for s in summary.failed])
+        with _neutral_errors():
+            await self.bot.send_message(
+                self.where.chat_id, text, parse_mode=ParseMode.HTML, disable_web_page_preview=True
+            )
 
-    def __init__(self, edit: Callable[[str], Awaitable[None]], interval_s: float):
-        self.edit = edit
-        self.interval_s = interval_s
-        self.shown = ""
-        self.wanted = ""
-        self.last_edit = float("-inf")
-        self._timer: asyncio.Task | None = None
+    async def send_notice(self, notice: Notice) -> None:
+        """Failures are told in the status message itself (a new message if that one is gone)."""
+        state = "expired" if notice.expired else "failed"
+        text = describe(JobEvent("", state, 1.0, message=notice.reason or ""))
+        with _neutral_errors():
+            try:
+                await self.bot.edit_message_text(text, chat_id=self.where.chat_id, message_id=self.where.status_message_id)
+            except BadRequest as exc:
+                if "not modified" in str(exc).lower():
+                    return
+                await self.bot.send_message(self.where.chat_id, text)
 
-    async def show(self, text: str) -> None:
-        self.wanted = text
-        wait = self.last_edit + self.interval_s - time.monotonic()
-        if wait <= 0:
-            await self._flush()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.create_task(self._flush_after(wait))
+
+class Deliveries:
+    """The Telegram bot's follower: handlers call `follow`, the app `resume` at start and `close` at stop."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        service: SeparationService,
+        api_base_url: str,
+        edit_interval_s: float = 1.5,
+        drain_s: float = FollowerConfig.drain_s,
+        config: FollowerConfig | None = None,
+    ):
+        self.bot = bot
+        self.upload_limit = CLOUD_UPLOAD_LIMIT if api_base_url.rstrip("/") == CLOUD_API else LOCAL_UPLOAD_LIMIT
+        config = config or FollowerConfig(edit_interval_s=edit_interval_s, drain_s=drain_s)
+        self.follower = Follower(service, self._channel_for, config)
+
+    def _channel_for(self, job: Job, live: object | None) -> TelegramChannel | None:
+        where = Destination.of(job)
+        return None if where is None else TelegramChannel(self.bot, where, self.upload_limit)
+
+    def follow(self, job_id: str, where: Destination | None = None) -> None:
+        """Follow a job just accepted (its destination is stored with it)."""
+        self.follower.follow(job_id)
+
+    async def resume(self) -> None:
+        await self.follower.resume()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._flush()
-
-    async def _flush(self) -> None:
-        if self.wanted != self.shown:
-            self.shown = self.wanted
-            self.last_edit = time.monotonic()
-            await self.edit(self.wanted)
-
-
-def describe_final(job: Job) -> str:
-    return describe(JobEvent(job.id, job.status.value, 1.0, message=job.error or ""))
+        await self.follower.close()

@@ -188,6 +188,8 @@ class FakeDiscord:
         self.commands: dict[int | None, list[dict]] = {}  # synced commands by guild (None: global)
         self.expired_tokens: set[str] = set()
         self.identifies = 0
+        self.refused: list[tuple[str, int]] = []  # (kind, status) of every injected failure answered
+        self._failures: dict[str, list[tuple[int, float | None]]] = {}  # kind -> (status, retry_after) queue
         self._files: dict[str, tuple[bytes, str]] = {}
         self._socket: web.WebSocketResponse | None = None
         self._sockets: set[web.WebSocketResponse] = set()
@@ -310,6 +312,26 @@ class FakeDiscord:
     def expire(self, interaction: Interaction) -> None:
         """From now on Discord refuses this interaction's token (as 15 minutes after the command)."""
         self.expired_tokens.add(interaction.token)
+
+    def fail_next(self, kind: str, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next `times` posts of `kind` ("followup" or "message": channel messages and DMs) with
+        `status` without keeping them: 429 as Discord's rate limiter does (JSON retry_after and the Via header
+        discord.py checks to tell it from a Cloudflare ban), 5xx as a gateway error."""
+        self._failures.setdefault(kind, []).extend([(status, retry_after)] * times)
+
+    def _injected(self, kind: str) -> web.Response | None:
+        queue = self._failures.get(kind)
+        if not queue:
+            return None
+        status, retry_after = queue.pop(0)
+        self.refused.append((kind, status))
+        if status == 429:
+            wait = 1.0 if retry_after is None else retry_after
+            body = {"message": "You are being rate limited.", "retry_after": wait, "global": False}
+            headers = {"Content-Type": "application/json", "Via": "1.1 google", "Retry-After": str(wait),
+                       "X-RateLimit-Scope": "user"}
+            return web.Response(status=429, body=json.dumps(body).encode(), headers=headers)
+        return web.Response(status=status, text="<html>Bad Gateway</html>", content_type="text/html")
 
     def channel_messages(self, channel_id: int | None = None) -> list[Sent]:
         return [m for c, m in self.messages if channel_id is None or c == channel_id]
@@ -662,6 +684,9 @@ class FakeDiscord:
         if isinstance(interaction, web.Response):
             return interaction
         payload, files = await _read_body(request)
+        if (refusal := self._injected("followup")) is not None:
+            await self._notify()
+            return refusal
         interaction.followups.append(Sent("POST", request.path, payload, files))
         await self._notify()
         return _json(self._message_payload(int(interaction.payload["channel_id"]), self.bot_user, payload, files))
@@ -691,6 +716,9 @@ class FakeDiscord:
         if self._find_channel(channel_id) is None:
             return _error(404, 10003, "Unknown Channel")
         payload, files = await _read_body(request)
+        if (refusal := self._injected("message")) is not None:
+            await self._notify()
+            return refusal
         self.messages.append((channel_id, Sent("POST", request.path, payload, files)))
         await self._notify()
         return _json(self._message_payload(channel_id, self.bot_user, payload, files))

@@ -104,6 +104,17 @@ class ApiError(Exception):
         return body
 
 
+class Hold:
+    """A stalled call (``FakeTelegram.hold_next``): ``reached`` once it arrived, answered after ``release()``."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.released = asyncio.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class UploadedFile:
     """A file part of a multipart request."""
@@ -462,6 +473,7 @@ class FakeTelegram:
 
         # Injected failures: lower-case method -> queue of errors for its next calls.
         self._failures: dict[str, list[ApiError]] = {}
+        self._holds: dict[str, list[Hold | None]] = {}  # lower-case method -> calls to stall (None: let one by)
 
         self._changed = asyncio.Event()
         self._stopping = False
@@ -514,6 +526,10 @@ class FakeTelegram:
     async def stop(self) -> None:
         """Stop serving. Pending long polls are answered at once, so this does not hang."""
         self._stopping = True
+        for holds in self._holds.values():
+            for hold in holds:
+                if hold is not None:
+                    hold.release()
         self._notify()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -839,6 +855,14 @@ class FakeTelegram:
         queue = self._failures.setdefault(method.lower(), [])
         queue.extend(ApiError(error_code, description, parameters) for _ in range(times))
 
+    def hold_next(self, method: str, skip: int = 0) -> Hold:
+        """Stall a coming call of ``method`` (the next one after ``skip`` others), recorded but never answered
+        with success, until the hold is released or the fake stops: an upload under way when a bot is stopped.
+        The held call is then answered 502 and nothing is kept, as when a connection dies mid-upload."""
+        hold = Hold()
+        self._holds.setdefault(method.lower(), []).extend([None] * skip + [hold])
+        return hold
+
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` answer 429 with ``parameters.retry_after``
         (PTB raises ``telegram.error.RetryAfter``)."""
@@ -962,6 +986,13 @@ class FakeTelegram:
             failures = self._failures.get(canonical.lower())
             if failures:
                 raise failures.pop(0)
+            holds = self._holds.get(canonical.lower())
+            hold = holds.pop(0) if holds else None
+            if hold is not None:
+                hold.reached.set()
+                self._notify()
+                await hold.released.wait()
+                raise ApiError(502, "Bad Gateway")
             if handler is None:
                 raise ApiError(404, "Not Found")
             result = handler(params)
