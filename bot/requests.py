@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 
 from separation_worker.contract.manifest import LoudnessReport, Manifest
@@ -52,11 +53,27 @@ class JobHandle:
     quota: QuotaInfo
 
 
+class RefusalCode(str, Enum):
+    """Why a submission was refused (metrics count them by this value)."""
+
+    QUOTA = "quota"
+    QUEUE_FULL = "queue_full"
+    BUSY = "busy"  # we could not queue it (our side)
+    BUSY_USER = "busy_user"  # the user's songs in flight
+    RATE_LIMITED = "rate_limited"
+    BAD_LINK = "bad_link"
+    PRIVATE_LINK = "private_link"
+    NOT_AUDIO = "not_audio"
+    TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
+    DOWNLOAD_FAILED = "download_failed"  # the front end could not fetch the user's file
+
+
 @dataclass(frozen=True)
 class Refusal:
     """The submission was not accepted and cost nothing. `message` is shown to the user as is."""
 
-    code: str  # quota | queue_full | bad_link | private_link | not_audio | too_long | too_large | busy
+    code: RefusalCode
     message: str
     next_free_at: datetime | None = None
 

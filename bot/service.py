@@ -15,31 +15,31 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import urlparse
 
 from bot.links import sign_link, sign_page_link
-from bot.progress_text import until_text
 from bot.requests import (
     JobHandle,
     JobResult,
     LinkSource,
     QuotaInfo,
     Refusal,
+    RefusalCode,
     Source,
     StemFile,
     UploadSource,
     UserIdentity,
 )
+from bot.wording import Wording
 from separation_worker import audio_io
 from separation_worker.contract import metrics, progress_bus, queue
 from separation_worker.contract.errors import InputError
-from separation_worker.fetch import refuse_private_host
 from separation_worker.contract.job_spec import JobSpec
 from separation_worker.contract.manifest import Manifest, ManifestError, StemEntry
 from separation_worker.contract.reconciler import reconcile
+from separation_worker.fetch import refuse_private_host
 from storage import (
     INCOMING,
     Clock,
@@ -50,11 +50,14 @@ from storage import (
     JobStatus,
     LinkCode,
     LinkCodeError,
+    PieceOutcome,
     ProGrant,
     ProReason,
     SystemClock,
     accept_job,
     cancel_job,
+    claim_delivery,
+    complete_delivery,
     create_link_code,
     fail_job,
     get_guild_setting,
@@ -63,19 +66,16 @@ from storage import (
     get_queued_job,
     grant_pro,
     is_pro,
-    list_jobs,
-    PieceOutcome,
-    claim_delivery,
-    complete_delivery,
     list_claimable,
-    record_piece,
-    recorded_pieces,
-    release_delivery,
-    renew_delivery,
+    list_jobs,
     pro_reason,
     quota_status,
+    record_piece,
     record_pro_role,
+    recorded_pieces,
     redeem_link_code,
+    release_delivery,
+    renew_delivery,
     retire_unscoped_grants,
     revoke_pro,
     safe_filename,
@@ -97,11 +97,12 @@ class SeparationService:
         self.files = files
         self.redis = redis
         self.clock = clock
+        self.wording = Wording.of(settings)
         # Names this process in delivery leases: unique per start, readable in the database.
         self.delivery_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @classmethod
-    async def start(cls, settings, clock: Clock | None = None) -> "SeparationService":
+    async def start(cls, settings, clock: Clock | None = None) -> SeparationService:
         """Open storage and Redis, and put back into the queue whatever Redis lost."""
         settings.require("secret_key", "public_url")
         clock = clock or SystemClock()
@@ -118,7 +119,7 @@ class SeparationService:
         await self.redis.aclose()
         await self.db.close()
 
-    async def __aenter__(self) -> "SeparationService":
+    async def __aenter__(self) -> SeparationService:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -160,7 +161,7 @@ class SeparationService:
         """Check, charge, store and queue one song; or refuse it, at no cost."""
         outcome = await self._submit(who, source, delivery)
         if isinstance(outcome, Refusal):
-            await metrics.count(self.redis, f"refusals:{outcome.code}")
+            await metrics.count(self.redis, f"refusals:{outcome.code.value}")
         return outcome
 
     async def precheck(
@@ -172,7 +173,7 @@ class SeparationService:
         pro, limit = await self._limit(user.id, who)
         refusal = await self._check_load(user.id, pro, limit) or self._check_declared(size, duration, pro)
         if refusal:
-            await metrics.count(self.redis, f"refusals:{refusal.code}")
+            await metrics.count(self.redis, f"refusals:{refusal.code.value}")
         return refusal
 
     async def _submit(self, who: UserIdentity, source: Source, delivery: object) -> JobHandle | Refusal:
@@ -204,9 +205,9 @@ class SeparationService:
             await queue.enqueue(self.redis, job_id)
         except Exception:
             log.exception("job %s: could not be queued", job_id)
-            await fail_job(self.db, job_id, "We couldn't queue your song. Please try again.", refund=True)
+            await fail_job(self.db, job_id, Wording.NOT_QUEUED_FAILURE, refund=True)
             await asyncio.to_thread(self.files.delete_job_files, job_id)
-            return Refusal("busy", "We couldn't queue your song right now. Please try again in a minute.")
+            return Refusal(RefusalCode.BUSY, Wording.NOT_QUEUED)
         decision = acceptance.decision
         position = await queue.position(self.redis, job_id)
         await progress_bus.ProgressPublisher(self.redis, job_id).publish("queued", 0.0, position=position)
@@ -222,12 +223,11 @@ class SeparationService:
         if waiting >= self.settings.max_queue:
             running = len(await list_jobs(self.db, JobStatus.RUNNING))
             minutes = max(1, math.ceil(waiting / max(running, 1) * MINUTES_PER_JOB))
-            return Refusal("queue_full", f"I'm very busy right now. Please try again in about {minutes} min.")
+            return Refusal(RefusalCode.QUEUE_FULL, Wording.queue_full(minutes))
         return None
 
     def _busy_refusal(self, in_flight: int) -> Refusal:
-        songs = "song" if in_flight == 1 else "songs"
-        return Refusal("busy_user", f"You already have {in_flight} {songs} in progress; send the next one when it's done.")
+        return Refusal(RefusalCode.BUSY_USER, Wording.busy_user(in_flight))
 
     async def allow_command(self, who: UserIdentity) -> Refusal | None:
         """Per-user rate limit on commands and messages (a fixed one-minute window in Redis)."""
@@ -236,19 +236,19 @@ class SeparationService:
         if count == 1:
             await self.redis.expire(key, 120)
         if count > self.settings.commands_per_minute:
-            return Refusal("rate_limited", "You're sending messages too fast. Please wait a minute.")
+            return Refusal(RefusalCode.RATE_LIMITED, Wording.RATE_LIMITED)
         return None
 
     async def _check_source(self, source: Source, max_duration: float, pro: bool) -> Refusal | None:
         if isinstance(source, LinkSource):
             parsed = urlparse(source.url.strip())
             if parsed.scheme.lower() not in {"http", "https"} or not parsed.hostname:
-                return Refusal("bad_link", "That doesn't look like a link I can open. Send an http(s) link or an audio file.")
+                return Refusal(RefusalCode.BAD_LINK, Wording.BAD_LINK)
             if not self.settings.allow_private_urls:
                 try:
                     await asyncio.to_thread(refuse_private_host, parsed.hostname)
                 except InputError as exc:
-                    return Refusal("private_link", str(exc))
+                    return Refusal(RefusalCode.PRIVATE_LINK, str(exc))
             return None
         size = len(source.data) if source.data is not None else (source.path.stat().st_size if source.path else 0)
         return self._check_declared(size, None, pro) or await asyncio.to_thread(self._probe_upload, source, max_duration, pro)
@@ -261,11 +261,9 @@ class SeparationService:
     def _check_declared(self, size: int | None, duration: float | None, pro: bool) -> Refusal | None:
         """Refuse by what the platform or the container says, before anything is downloaded or decoded."""
         if size is not None and size > self.settings.max_input_bytes:
-            return Refusal("too_large", f"That file is larger than the {self.settings.max_input_bytes // (1024 * 1024)} MB limit.")
-        max_duration = self._max_duration(pro)
-        if duration is not None and duration > max_duration + 1:
-            upsell = "" if pro or max_duration >= self.settings.max_duration_seconds else " (longer for Pro: /pro)"
-            return Refusal("too_long", audio_io.too_long_message(duration, int(max_duration), upsell))
+            return Refusal(RefusalCode.TOO_LARGE, self.wording.too_large())
+        if duration is not None and duration > self._max_duration(pro) + 1:
+            return Refusal(RefusalCode.TOO_LONG, self.wording.too_long(duration, pro))
         return None
 
     def _probe_upload(self, source: UploadSource, max_duration: float, pro: bool) -> Refusal | None:
@@ -276,11 +274,11 @@ class SeparationService:
                 path = staging / safe_filename(source.filename, "upload")
                 path.write_bytes(source.data or b"")
             if path.stat().st_size == 0:
-                return Refusal("not_audio", "That file is empty.")
+                return Refusal(RefusalCode.NOT_AUDIO, Wording.EMPTY_FILE)
             try:
                 info = audio_io.probe(path)
             except InputError as exc:
-                return Refusal("not_audio", str(exc))
+                return Refusal(RefusalCode.NOT_AUDIO, str(exc))
         return self._check_declared(None, audio_io.declared_duration(info), pro)
 
     def _store_upload(self, job_id: str, source: UploadSource) -> None:
@@ -294,15 +292,8 @@ class SeparationService:
                 shutil.copyfile(source.path, temp)  # type: ignore[arg-type]
 
     def _quota_refusal(self, pro: bool, decision) -> Refusal:
-        when = decision.next_free_at
-        plan = "Pro" if pro else "Free"
-        wait = f" Your next song frees up in {until_text(when, self.clock.now())}." if when else ""
-        upsell = "" if pro else " Pro members get 20 songs a day."
-        return Refusal(
-            "quota",
-            f"You've used your {decision.limit} song{'s' if decision.limit != 1 else ''} for today ({plan}).{wait}{upsell}",
-            next_free_at=when,
-        )
+        message = self.wording.quota(pro, decision.limit, decision.next_free_at, self.clock.now())
+        return Refusal(RefusalCode.QUOTA, message, next_free_at=decision.next_free_at)
 
     async def pro_status(self, who: UserIdentity) -> ProReason | None:
         """Why the user is Pro (role, grant, linked account), or None."""

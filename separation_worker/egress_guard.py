@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class EgressGuard:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "EgressGuard":
+    def start(self) -> EgressGuard:
         ready = threading.Event()
 
         def run() -> None:
@@ -120,7 +120,7 @@ class EgressGuard:
         if self._thread:
             self._thread.join(10)
 
-    def __enter__(self) -> "EgressGuard":
+    def __enter__(self) -> EgressGuard:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -10,9 +10,9 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class SeparationEngine:
         self._models: list[loader.LoadedModel] = []
 
     @classmethod
-    def from_settings(cls, settings, device: str | None = None) -> "SeparationEngine":
+    def from_settings(cls, settings, device: str | None = None) -> SeparationEngine:
         run = run_config(device or settings.device, settings.batch_size, settings.compile)
         return cls(parse_ensemble(settings.ensemble), settings.model_dir, run)
 

@@ -22,15 +22,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 from urllib.parse import urlparse
 
 from . import media_input
-from .egress_guard import EgressGuard, Policy, public_only
 from .audio_io import too_long_message
 from .contract.errors import InputError
+from .egress_guard import EgressGuard, Policy, public_only
 
 SOCKET_TIMEOUT_S = 20
 WATCH_INTERVAL_S = 0.1  # how often the watchdog measures the download

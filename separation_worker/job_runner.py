@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -27,6 +28,9 @@ from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
 from .engine import SeparationEngine
 from .pipeline import separate_song
 from .progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from stembot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class Retry(Exception):
 
 @dataclass
 class JobRunner:
-    settings: object
+    settings: Settings
     engine: SeparationEngine
     db: Database
     files: FileStore
@@ -93,7 +97,7 @@ class JobRunner:
         spec = self._spec_of(job)
         settings = self._settings_for(spec)
         outputs = self.files.outputs(job.id)
-        source = spec.url if spec.source is SourceKind.LINK else self._upload_path(job.id, spec)
+        source = spec.url if spec.source is SourceKind.LINK and spec.url else self._upload_path(job.id, spec)
         started = time.monotonic()
         deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
 

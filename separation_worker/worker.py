@@ -21,9 +21,9 @@ from arq.constants import in_progress_key_prefix
 from storage import Database, FileStore, sweep
 
 from .contract import queue
+from .contract.reconciler import reconcile
 from .engine import SeparationEngine
 from .job_runner import JobRunner, Retry
-from .contract.reconciler import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 import traceback
 import warnings
 
-from .commands import COMMANDS
 from . import log_format, redaction
+from .commands import COMMANDS
 from .settings import Settings, SettingsError
 
 EXIT_BAD_INPUT = 2

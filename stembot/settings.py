@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 import platformdirs
 
@@ -97,7 +97,7 @@ class Settings:
     discord_gateway_url: str = ""  # gateway override (tests, proxies)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> Settings:
         env = dict(os.environ if environ is None else environ)
         if dotenv and environ is None:
             env = {**_read_dotenv(Path.cwd() / ".env"), **env}
@@ -198,7 +198,7 @@ class Settings:
             if not ok:
                 raise SettingsError(f"{env_name} {why}")
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
         return Settings(**current)  # type: ignore[arg-type]

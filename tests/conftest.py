@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import sys
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 

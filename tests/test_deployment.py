@@ -38,6 +38,6 @@ def test_every_setting_is_documented():
     assert not missing, f"not in .env.example: {sorted(missing)}"
     compose_env = set()
     for service in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"].values():
-        compose_env |= set((service.get("environment") or {}))
+        compose_env |= set(service.get("environment") or {})
     assert compose_env <= env_example_names()
     assert Settings.from_env({}).redis_url == "redis://127.0.0.1:6379/0"

@@ -7,8 +7,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from separation_worker.egress_guard import EgressGuard, public_only
 from separation_worker.contract.errors import InputError
+from separation_worker.egress_guard import EgressGuard, public_only
 from separation_worker.fetch import fetch
 from tests.conftest import music, write_audio
 

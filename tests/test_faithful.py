@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from separation_worker.engine import SeparationEngine
 from separation_worker.contract.errors import ModelError
+from separation_worker.engine import SeparationEngine
 from separation_worker.inference.device import run_config
 from separation_worker.models import loader
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, Ensemble, ModelSpec

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
-import os
 import subprocess
 import threading
 import time

@@ -9,9 +9,9 @@ import pytest
 from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
 from bot.service import SeparationService
 from separation_worker.contract.job_spec import JobSpec, SourceKind
+from stembot.settings import Settings
 from storage import Database, get_job
 from storage.migrations import MIGRATIONS
-from stembot.settings import Settings
 from tests.conftest import music, write_audio
 from tests.service_support import flush_test_redis, service_env, start_worker
 

@@ -82,7 +82,7 @@ def test_exception_in_a_later_link_of_the_chain_only(logged):
         try:
             raise KeyError(TOKEN)
         except KeyError:
-            raise ValueError("harmless words")
+            raise ValueError("harmless words")  # noqa: B904  # the implicit __context__ chain is what's tested
     except ValueError:
         logger.exception("two")
     text = buffer.getvalue()

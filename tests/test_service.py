@@ -5,13 +5,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
+from bot.requests import JobHandle, LinkSource, Refusal, RefusalCode, UploadSource, UserIdentity
 from bot.service import SeparationService
 from separation_worker import audio_io
 from separation_worker.contract import queue
 from separation_worker.job_runner import TIMED_OUT
-from storage import UTC, FakeClock, JobStatus, list_jobs, sweep
 from stembot.settings import Settings
+from storage import UTC, FakeClock, JobStatus, list_jobs, sweep
 from tests.conftest import music, write_audio
 from tests.service_support import flush_test_redis, service_env, start_worker
 
@@ -236,7 +236,7 @@ async def test_twenty_concurrent_submissions_by_one_free_user(service_settings, 
             await s.close()
     accepted = [o for o in outcomes if isinstance(o, JobHandle)]
     assert len(accepted) == 1
-    assert all(o.code in {"quota", "busy_user"} for o in outcomes if isinstance(o, Refusal))
+    assert all(o.code in {RefusalCode.QUOTA, RefusalCode.BUSY_USER} for o in outcomes if isinstance(o, Refusal))
 
 
 async def test_grants_links_and_guild_settings(service, song_bytes):

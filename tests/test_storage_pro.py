@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import sqlite3
+from datetime import timedelta
 
 import pytest
 
 from storage import (
-    retire_unscoped_grants,
-    Database,
     PRO_ROLE_FRESHNESS,
+    Database,
     NotFound,
     ProReason,
     active_grant,
@@ -25,10 +23,10 @@ from storage import (
     pro_reason,
     record_pro_role,
     redeem_link_code,
+    retire_unscoped_grants,
     revoke_pro,
 )
 from storage.migrations import MIGRATIONS
-
 
 HOME, DEN = "111", "222"  # the operator's server, and a stranger's
 

@@ -13,6 +13,7 @@ so that the next start resumes where they stopped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Follower:
         for job in jobs:
             channel = self.channel_for(job, None)
             if channel is not None:
-                self._spawn(job.id, lambda job_id=job.id, c=channel: self._guarded(job_id, self._deliver(job_id, c, None)))
+                self._spawn(job.id, functools.partial(self._deliver_guarded, job.id, channel))
 
     # -- following ---------------------------------------------------------------------------------
 
@@ -156,6 +157,9 @@ class Follower:
             raise
         except Exception:
             log.exception("job %s: delivery failed; it is retried later", job_id)
+
+    async def _deliver_guarded(self, job_id: str, channel: Channel) -> None:
+        await self._guarded(job_id, self._deliver(job_id, channel, None))
 
     # -- delivering --------------------------------------------------------------------------------
 
@@ -203,7 +207,8 @@ class Follower:
             if piece.key in record:
                 continue
             try:
-                await retrying(lambda: channel.send_stem(result, piece.stem), self.config.send, f"job {job_id}: {piece.key}")
+                send = functools.partial(channel.send_stem, result, piece.stem)
+                await retrying(send, self.config.send, f"job {job_id}: {piece.key}")
                 outcome = PieceOutcome.SENT
             except (Rejected, GaveUp) as exc:
                 log.warning("job %s: %s not uploaded (%s); the summary links it", job_id, piece.key, exc)

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.requests import JobHandle, LinkSource, Refusal, UploadSource, UserIdentity
+from bot.requests import JobHandle, LinkSource, Refusal, RefusalCode, UploadSource, UserIdentity
 from bot.service import SeparationService
 from bot.staging import staged_upload
 from stembot.settings import Settings
@@ -138,9 +138,9 @@ class StemCog(commands.Cog):
                 complete = await self._download(attachment.url, path)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 log.warning("attachment download failed (%s)", type(exc).__name__)
-                return Refusal("download_failed", texts.DOWNLOAD_FAILED)
+                return Refusal(RefusalCode.DOWNLOAD_FAILED, texts.DOWNLOAD_FAILED)
             if not complete:
-                return Refusal("too_large", texts.too_large(self.settings.max_input_bytes))
+                return Refusal(RefusalCode.TOO_LARGE, texts.too_large(self.settings.max_input_bytes))
             upload = UploadSource(attachment.filename, path=path, movable=True)
             return await self.service.submit(who, upload, delivery=delivery)
 

@@ -82,6 +82,7 @@ class TelegramBot:
         TelegramFrontend(self.settings, self.service, self.deliveries).register(self.app)
         await self.app.bot.set_my_commands(COMMANDS)
         await self.app.start()
+        assert self.app.updater is not None  # built with an updater (long polling)
         await self.app.updater.start_polling(timeout=self.poll_timeout_s, drop_pending_updates=False)
         await self.deliveries.resume()  # jobs that were running, or finished, while we were down
         log.info("Telegram bot @%s is running", self.app.bot.username)
@@ -106,7 +107,7 @@ class TelegramBot:
 
     async def stop(self) -> None:
         if self.app is not None:
-            if self.app.updater.running:
+            if self.app.updater is not None and self.app.updater.running:
                 await self.app.updater.stop()
             if self.deliveries is not None:
                 await self.deliveries.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from telegram import Message, Update
+from telegram import Message, Update, User
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
@@ -14,7 +15,6 @@ from bot.progress_text import until_text
 from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
 from bot.service import SeparationService
 from bot.staging import staged_upload
-
 from storage import safe_filename
 
 from . import downloads, texts
@@ -23,10 +23,23 @@ from .sources import addressed_to_bot, is_media_document, link_in, media_of
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 CLOUD_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what getFile serves from the cloud Bot API
 MEDIA = filters.AUDIO | filters.VOICE | filters.VIDEO | filters.VIDEO_NOTE | filters.Document.ALL
+
+
+def message_of(update: Update) -> Message:
+    """The message a handler answers (our handlers are registered for message updates only)."""
+    if update.effective_message is None:
+        raise ValueError("an update without a message reached a message handler")
+    return update.effective_message
+
+
+def sender_of(message: Message) -> User:
+    if message.from_user is None:  # channel posts: no handler of ours takes them
+        raise ValueError("a message without a sender reached a handler")
+    return message.from_user
 
 
 class TelegramFrontend:
@@ -50,13 +63,15 @@ class TelegramFrontend:
     # -- songs ---------------------------------------------------------------------------
 
     async def on_media(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = message_of(update)
         if not self._addressed(message, context):
             return
         if message.document and not is_media_document(message):
             await message.reply_text(texts.NOT_AUDIO_DOCUMENT)
             return
         media = media_of(message)
+        if media is None:  # the MEDIA filter lets only messages with one of these through
+            return
         if self.cloud_api and media.size and media.size > CLOUD_DOWNLOAD_LIMIT:
             await message.reply_text(texts.TOO_BIG_FOR_TELEGRAM.format(limit=CLOUD_DOWNLOAD_LIMIT // 2**20))
             return
@@ -85,7 +100,7 @@ class TelegramFrontend:
             await self._submit(message, status, UploadSource(media.filename, path=path, movable=True))
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = message_of(update)
         if not self._addressed(message, context):
             return
         url = link_in(message)
@@ -110,28 +125,28 @@ class TelegramFrontend:
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         s = self.settings
-        await update.effective_message.reply_text(
+        await message_of(update).reply_text(
             texts.HELP.format(free=s.free_songs_per_day, pro=s.pro_songs_per_day, minutes=int(s.max_duration_seconds // 60),
                               download_mb=CLOUD_DOWNLOAD_LIMIT // 2**20 if self.cloud_api else s.max_input_bytes // 2**20),
             parse_mode=ParseMode.HTML,
         )
 
     async def quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        info = await self.service.quota(self._who(update.effective_message))
-        await update.effective_message.reply_text(
+        info = await self.service.quota(self._who(message_of(update)))
+        await message_of(update).reply_text(
             texts.quota(info, until_text(info.next_free_at, self.service.clock.now())), parse_mode=ParseMode.HTML
         )
 
     async def pro(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        reason = await self.service.pro_status(self._who(update.effective_message))
+        reason = await self.service.pro_status(self._who(message_of(update)))
         status = f"⭐ Pro ({reason.value.replace('_', ' ')})" if reason else texts.NOT_PRO
-        await update.effective_message.reply_text(
+        await message_of(update).reply_text(
             texts.PRO.format(pro=self.settings.pro_songs_per_day, free=self.settings.free_songs_per_day, status=status),
             parse_mode=ParseMode.HTML,
         )
 
     async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = message_of(update)
         who = self._who(message)
         if context.args:  # a code made by the Discord bot
             await message.reply_text(await self.service.redeem_link_code(who, context.args[0]))
@@ -145,13 +160,13 @@ class TelegramFrontend:
         )
 
     async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        cancelled = await self.service.cancel(self._who(update.effective_message))
-        await update.effective_message.reply_text(
+        cancelled = await self.service.cancel(self._who(message_of(update)))
+        await message_of(update).reply_text(
             "🚫 Cancelled. Your quota was not charged." if cancelled else texts.NOTHING_TO_CANCEL
         )
 
     async def grant(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = message_of(update)
         found = await self._admin_target(message, context.args or [], texts.GRANT_USAGE)
         if found is None:
             return
@@ -162,12 +177,12 @@ class TelegramFrontend:
             await message.reply_text(texts.GRANT_USAGE)
             return
         # TELEGRAM_ADMIN_IDS are operators: their grants hold everywhere (guild_id None).
-        grant = await self.service.grant_pro(f"telegram:{message.from_user.id}", target, days, guild_id=None)
+        grant = await self.service.grant_pro(f"telegram:{sender_of(message).id}", target, days, guild_id=None)
         until = f" until {grant.until:%Y-%m-%d %H:%M} UTC" if grant.until else ""
         await message.reply_text(texts.granted(target.user_id, until))
 
     async def revoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message = message_of(update)
         found = await self._admin_target(message, context.args or [], texts.REVOKE_USAGE)
         if found is None:
             return
@@ -179,7 +194,7 @@ class TelegramFrontend:
         log.error("handler failed: %s", context.error, exc_info=context.error)
         if isinstance(update, Update) and update.effective_message:
             try:
-                await update.effective_message.reply_text("Something went wrong on my side. Please try again in a moment.")
+                await message_of(update).reply_text("Something went wrong on my side. Please try again in a moment.")
             except Exception:  # the reply itself failed (e.g. the chat is gone): nothing more to do
                 pass
 
@@ -201,7 +216,7 @@ class TelegramFrontend:
         return message is not None and addressed_to_bot(message, context.bot.id, context.bot.username)
 
     def _who(self, message: Message) -> UserIdentity:
-        user = message.from_user
+        user = sender_of(message)
         return UserIdentity("telegram", str(user.id), user.full_name or user.username or "")
 
     def _is_admin(self, message: Message) -> bool:

@@ -26,8 +26,8 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str) -> bool:
     if replied is not None and replied.from_user is not None and replied.from_user.id == bot_id:
         return True
     mention = f"@{bot_username}".lower()
-    for entity, text in {**message.parse_entities([MessageEntity.MENTION]),
-                         **message.parse_caption_entities([MessageEntity.MENTION])}.items():
+    for text in {**message.parse_entities([MessageEntity.MENTION]),
+                 **message.parse_caption_entities([MessageEntity.MENTION])}.values():
         if text.lower() == mention:
             return True
     return False

@@ -62,7 +62,8 @@ class LoudnessReport:
 
     def rounded(self) -> LoudnessReport:
         """To the 0.01 dB result.json keeps (a manifest holds it so, and reads back equal)."""
-        return LoudnessReport(**{k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()})
+        values: dict[str, Any] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return LoudnessReport(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self.rounded())

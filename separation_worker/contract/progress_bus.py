@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from typing import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -47,7 +47,7 @@ class JobEvent:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "JobEvent":
+    def from_json(cls, raw: str | bytes) -> JobEvent:
         return cls(**json.loads(raw))
 
 

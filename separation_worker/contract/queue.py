@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
-from redis.asyncio import Redis
 from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.asyncio import Redis
 
 QUEUE_NAME = "stembot:queue"
 JOB_FUNCTION = "separate_job"

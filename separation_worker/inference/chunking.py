@@ -6,8 +6,8 @@ it), but chunks go through the model in batches and the accumulation never leave
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -7,9 +7,9 @@ with no network access; otherwise audio-separator's downloader fetches them firs
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import yaml
@@ -104,8 +104,8 @@ def build_module(family: str, config: dict, checkpoint: Path | None) -> torch.nn
         if not getattr(result, "success", False) or getattr(result, "model", None) is None:
             raise ModelError(f"could not build {checkpoint.name}: {getattr(result, 'error_message', 'unknown error')}")
         return result.model
-    from ml_collections import ConfigDict
     from audio_separator.separator.uvr_lib_v5.tfc_tdf_v3 import TFC_TDF_net
+    from ml_collections import ConfigDict
 
     module = TFC_TDF_net(ConfigDict(config), device=torch.device("cpu"))
     if checkpoint is None:

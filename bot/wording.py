@@ -1,0 +1,87 @@
+"""What users read, in one place, with every number taken from the settings.
+
+The service's refusals and the sentences both chat platforms share live here; the platforms'
+own files (bot/telegram/texts.py, bot/discord/texts.py) only lay them out (HTML, embeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.progress_text import until_text
+from separation_worker import audio_io
+
+MIB = 1024 * 1024
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def hours_text(hours: float) -> str:
+    """24 -> "24 hours", 0.5 -> "30 minutes"."""
+    if hours < 1:
+        return plural(max(1, round(hours * 60)), "minute")
+    return plural(round(hours), "hour") if float(hours).is_integer() else f"{hours:g} hours"
+
+
+@dataclass(frozen=True)
+class Wording:
+    free_songs_per_day: int
+    pro_songs_per_day: int
+    file_ttl_hours: float
+    max_input_bytes: int
+    max_duration_seconds: float  # Pro's
+    max_duration_free_seconds: float
+
+    @classmethod
+    def of(cls, settings) -> Wording:
+        return cls(
+            settings.free_songs_per_day,
+            settings.pro_songs_per_day,
+            settings.file_ttl_hours,
+            settings.max_input_bytes,
+            settings.max_duration_seconds,
+            min(settings.max_duration_free_seconds, settings.max_duration_seconds),
+        )
+
+    # -- shared fragments ----------------------------------------------------------------------
+
+    @property
+    def kept_for(self) -> str:
+        return hours_text(self.file_ttl_hours)
+
+    @property
+    def pro_offer(self) -> str:
+        return f"Pro members get {plural(self.pro_songs_per_day, 'song')} a day."
+
+    # -- refusals ------------------------------------------------------------------------------
+
+    def quota(self, pro: bool, limit: int, next_free_at: datetime | None, now: datetime) -> str:
+        plan = "Pro" if pro else "Free"
+        wait = f" Your next song frees up in {until_text(next_free_at, now)}." if next_free_at else ""
+        upsell = "" if pro else f" {self.pro_offer}"
+        return f"You've used your {plural(limit, 'song')} for today ({plan}).{wait}{upsell}"
+
+    def too_large(self) -> str:
+        return f"That file is larger than the {self.max_input_bytes // MIB} MB limit."
+
+    def too_long(self, duration: float, pro: bool) -> str:
+        limit = self.max_duration_seconds if pro else self.max_duration_free_seconds
+        upsell = "" if pro or limit >= self.max_duration_seconds else " (longer for Pro: /pro)"
+        return audio_io.too_long_message(duration, int(limit), upsell)
+
+    @staticmethod
+    def queue_full(minutes: int) -> str:
+        return f"I'm very busy right now. Please try again in about {minutes} min."
+
+    @staticmethod
+    def busy_user(in_flight: int) -> str:
+        return f"You already have {plural(in_flight, 'song')} in progress; send the next one when it's done."
+
+    RATE_LIMITED = "You're sending messages too fast. Please wait a minute."
+    BAD_LINK = "That doesn't look like a link I can open. Send an http(s) link or an audio file."
+    EMPTY_FILE = "That file is empty."
+    NOT_QUEUED = "We couldn't queue your song right now. Please try again in a minute."
+    NOT_QUEUED_FAILURE = "We couldn't queue your song. Please try again."
