@@ -15,6 +15,7 @@ from bot.progress_text import until_text
 from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
 from bot.service import SeparationService
 from bot.staging import staged_upload
+from bot.wording import plural
 from storage import safe_filename
 
 from . import downloads, texts
@@ -126,7 +127,8 @@ class TelegramFrontend:
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         s = self.settings
         await message_of(update).reply_text(
-            texts.HELP.format(free=s.free_songs_per_day, pro=s.pro_songs_per_day, minutes=int(s.max_duration_seconds // 60),
+            texts.HELP.format(free=plural(s.free_songs_per_day, "song"), pro=plural(s.pro_songs_per_day, "song"),
+                              kept_for=self.service.wording.kept_for, minutes=int(s.max_duration_seconds // 60),
                               download_mb=CLOUD_DOWNLOAD_LIMIT // 2**20 if self.cloud_api else s.max_input_bytes // 2**20),
             parse_mode=ParseMode.HTML,
         )
@@ -134,7 +136,8 @@ class TelegramFrontend:
     async def quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         info = await self.service.quota(self._who(message_of(update)))
         await message_of(update).reply_text(
-            texts.quota(info, until_text(info.next_free_at, self.service.clock.now())), parse_mode=ParseMode.HTML
+            texts.quota(info, until_text(info.next_free_at, self.service.clock.now()), self.settings.pro_songs_per_day),
+            parse_mode=ParseMode.HTML,
         )
 
     async def pro(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from html import escape
 
 from bot.requests import JobResult, QuotaInfo
+from bot.wording import plural
 from separation_worker.audio_io import format_duration
 
 HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
 
 <b>Send me</b> an audio file, a voice note, a video, or a link (YouTube, TikTok, SoundCloud, any direct link to an audio file).
-You get both stems as audio messages, <code>128 BPM · A minor (8A)</code>, and lossless downloads for 24 hours.
+You get both stems as audio messages, <code>128 BPM · A minor (8A)</code>, and lossless downloads for {kept_for}.
 
-<b>Limits</b>: Free: {free} song a day · Pro: {pro} songs a day · songs up to {minutes} minutes · files I can download from Telegram: up to {download_mb} MB (send a link for bigger ones).
+<b>Limits</b>: Free: {free} a day · Pro: {pro} a day · songs up to {minutes} minutes · files I can download from Telegram: up to {download_mb} MB (send a link for bigger ones).
 
 <b>Commands</b>
 /quota — songs left today
@@ -21,7 +22,7 @@ You get both stems as audio messages, <code>128 BPM · A minor (8A)</code>, and 
 /cancel — cancel your queued song (not charged)
 /help — this message
 
-Your files are deleted 24 hours after your song is done, and never used for anything else."""
+Your files are deleted {kept_for} after your song is done, and never used for anything else."""
 
 PRO = """⭐ <b>StemBot Pro</b>: {pro} songs a day instead of {free}.
 
@@ -54,13 +55,13 @@ def revoked(user_id: str, revoked: bool) -> str:
     return f"User {user_id}'s Pro grant was revoked." if revoked else f"User {user_id} had no Pro grant."
 
 
-def quota(info: QuotaInfo, wait: str) -> str:
+def quota(info: QuotaInfo, wait: str, pro_songs_per_day: int) -> str:
     plan = "⭐ Pro" if info.pro else "Free"
     lines = [f"<b>{plan}</b>: {info.remaining} of {info.limit} song{'s' if info.limit != 1 else ''} left today."]
     if info.next_free_at is not None:
         lines.append(f"Your next song frees up in {wait}.")
     if not info.pro:
-        lines.append("Pro gives you 20 songs a day: /pro")
+        lines.append(f"Pro gives you {plural(pro_songs_per_day, 'song')} a day: /pro")
     return "\n".join(lines)
 
 
@@ -69,7 +70,7 @@ def summary(result: JobResult, links_only: list[str]) -> str:
     downloads = " · ".join(
         f'<a href="{escape(stem.lossless_url or stem.url)}">{stem.name.capitalize()}</a>' for stem in result.stems
     )
-    lines.append(f"Lossless downloads (24 h): {downloads}")
+    lines.append(f"Lossless downloads (until {result.expires_at:%H:%M} UTC): {downloads}")
     if result.page_url:
         lines.append(f'<a href="{escape(result.page_url)}">Listen, compare and download everything</a>')
     if links_only:

@@ -27,6 +27,7 @@ from bot.web_pages.assets import StaticAssets, template_environment
 from bot.web_pages.fs import attachment
 from bot.web_pages.peaks import PeaksCache
 from bot.web_pages.view import build_view, read_manifest, result_files, size_text
+from bot.wording import hours_text
 from separation_worker.contract.manifest import Manifest
 from storage.files import FileStore, safe_filename
 
@@ -179,7 +180,3 @@ def remaining_text(left: timedelta) -> str:
         return "less than a minute"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
-def hours_text(hours: float) -> str:
-    return f"{hours:g} hour{'' if hours == 1 else 's'}" if hours >= 1 else f"{round(hours * 60)} minutes"

@@ -11,28 +11,45 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 from redis.asyncio import Redis
 
-TERMINAL_STATES = frozenset({"done", "failed", "cancelled", "expired"})
-STATES = ("queued", "downloading", "separating", "analyzing", "encoding", "done", "failed", "cancelled", "expired")
+
+class JobState(str, Enum):
+    """Where a job is, as watchers are told (a str: it travels as its value in JSON)."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    SEPARATING = "separating"
+    ANALYZING = "analyzing"
+    ENCODING = "encoding"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UPLOADING = "uploading"  # never published by a worker: front ends show it while they send the stems
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
+STATES = tuple(state for state in JobState if state is not JobState.UPLOADING)
 LAST_STATE_TTL_S = 3 * 24 * 3600
 
 # Pipeline stage -> what the user is told.
 STAGE_TO_STATE = {
-    "fetch": "downloading",
-    "decode": "downloading",
-    "separate": "separating",
-    "loudness": "analyzing",
-    "analyze": "analyzing",
-    "encode": "encoding",
+    "fetch": JobState.DOWNLOADING,
+    "decode": JobState.DOWNLOADING,
+    "separate": JobState.SEPARATING,
+    "loudness": JobState.ANALYZING,
+    "analyze": JobState.ANALYZING,
+    "encode": JobState.ENCODING,
 }
 
 
 @dataclass(frozen=True)
 class JobEvent:
     job_id: str
-    state: str  # one of STATES
+    state: str  # a JobState value
     fraction: float = 0.0  # within the state, 0..1 (e.g. separating 45 %)
     position: int | None = None  # place in the queue, 1 = next (state "queued")
     message: str = ""  # user-facing reason when failed
