@@ -1,7 +1,8 @@
-"""What users read, in one place, with every number taken from the settings.
+"""The service's refusals and the sentences both chat platforms share, with every number from the settings.
 
-The service's refusals and the sentences both chat platforms share live here; the platforms'
-own files (bot/telegram/texts.py, bot/discord/texts.py) only lay them out (HTML, embeds).
+The sentences about a song itself are in separation_worker/contract/messages.py (the worker
+raises them too); the platforms' own files (bot/telegram/texts.py, bot/discord/texts.py) only
+lay out their commands and cards (HTML, embeds).
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.progress_text import until_text
-from separation_worker import audio_io
-
-MIB = 1024 * 1024
+from separation_worker.contract import messages
 
 
 def plural(count: int, word: str) -> str:
@@ -65,12 +64,12 @@ class Wording:
         return f"You've used your {plural(limit, 'song')} for today ({plan}).{wait}{upsell}"
 
     def too_large(self) -> str:
-        return f"That file is larger than the {self.max_input_bytes // MIB} MB limit."
+        return messages.too_large(self.max_input_bytes)
 
     def too_long(self, duration: float, pro: bool) -> str:
         limit = self.max_duration_seconds if pro else self.max_duration_free_seconds
         upsell = "" if pro or limit >= self.max_duration_seconds else " (longer for Pro: /pro)"
-        return audio_io.too_long_message(duration, int(limit), upsell)
+        return messages.too_long(duration, int(limit), upsell)
 
     @staticmethod
     def queue_full(minutes: int) -> str:
@@ -81,7 +80,7 @@ class Wording:
         return f"You already have {plural(in_flight, 'song')} in progress; send the next one when it's done."
 
     RATE_LIMITED = "You're sending messages too fast. Please wait a minute."
-    BAD_LINK = "That doesn't look like a link I can open. Send an http(s) link or an audio file."
-    EMPTY_FILE = "That file is empty."
+    BAD_LINK = messages.NOT_A_LINK
+    EMPTY_FILE = messages.EMPTY_FILE
     NOT_QUEUED = "We couldn't queue your song right now. Please try again in a minute."
     NOT_QUEUED_FAILURE = "We couldn't queue your song. Please try again."

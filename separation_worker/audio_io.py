@@ -14,7 +14,10 @@ from typing import cast
 import numpy as np
 
 from . import media_input
+from .contract import messages
 from .contract.errors import InputError
+from .contract.messages import NO_AUDIO, NOT_READABLE, PLAYLIST
+from .contract.messages import too_long as too_long_message
 
 SAMPLE_RATE = 44100
 CHANNELS = 2
@@ -24,9 +27,6 @@ PROBE_TIMEOUT_S = 30
 DECODE_TIMEOUT_S = 300
 ENCODE_TIMEOUT_S = 300
 
-NOT_READABLE = "That file isn't audio or video I can read."
-NO_AUDIO = "That file has no audio track."
-PLAYLIST = "That file is a playlist, not a song: send the audio or video file itself."
 
 ENCODER_ARGS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", "320k"],
@@ -65,7 +65,7 @@ def probe(path: Path) -> dict:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise InputError("That file took too long to read; it may be damaged.") from None
+        raise InputError(messages.SLOW_TO_READ) from None
     refused = media_input.refused_format(proc.stderr.decode(errors="replace"))
     if refused in media_input.PLAYLIST_DEMUXERS:
         raise InputError(PLAYLIST)
@@ -101,9 +101,9 @@ def decode(
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"I can't find the file {path.name!r}.")
+        raise InputError(messages.missing_file(path.name))
     if path.stat().st_size == 0:
-        raise InputError("That file is empty.")
+        raise InputError(messages.EMPTY_FILE)
     info = probe(path)
     declared = declared_duration(info)
     if declared is not None and declared > max_duration_seconds + 1:
@@ -119,12 +119,12 @@ def decode(
     # ffmpeg may exit non-zero after decoding what it could of a damaged file: that audio counts. Killed by
     # a signal we did not send (the OOM killer, say), it may have stopped anywhere: that does not.
     if ended == "killed" or (ended == "failed" and frames.shape[0] == 0):
-        raise InputError("That file is damaged or isn't audio I can decode.")
+        raise InputError(messages.UNDECODABLE)
     samples = frames.T  # (2, n) view of the interleaved buffer: no copy
     if samples.shape[1] < SAMPLE_RATE // 10:
-        raise InputError("That file has no audio in it (or less than a tenth of a second).")
+        raise InputError(messages.TOO_SHORT)
     if not _all_finite(frames):
-        raise InputError("That file's audio is damaged (it decodes to invalid samples).")
+        raise InputError(messages.INVALID_SAMPLES)
     duration = samples.shape[1] / SAMPLE_RATE
     if duration > max_duration_seconds:
         raise InputError(too_long_message(duration, max_duration_seconds))
@@ -175,7 +175,7 @@ def _read_frames(cmd: list[str], max_frames: int) -> tuple[np.ndarray, str]:
         if proc.stdout:
             proc.stdout.close()
     if expired.is_set():
-        raise InputError("That file took too long to decode; it may be damaged.")
+        raise InputError(messages.SLOW_TO_DECODE)
     code = proc.returncode
     ended = "full" if full else "ok" if code == 0 else "killed" if code < 0 else "failed"
     return buffer[: filled // (4 * CHANNELS)], ended
@@ -186,18 +186,6 @@ def declared_duration(info: dict) -> float | None:
         return float(info.get("format", {}).get("duration"))
     except (TypeError, ValueError):
         return None
-
-
-def too_long_message(duration: float, limit: float, note: str = "") -> str:
-    """The one wording of "too long", wherever the length is found out (upload, link, decode)."""
-    return f"That song is {format_duration(duration)} long; the limit is {format_duration(limit)}{note}."
-
-
-def format_duration(seconds: float) -> str:
-    """3:25, or 1:02:03 past an hour."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def encode(samples: np.ndarray, path: Path, fmt: str, title: str | None = None) -> Path:

@@ -29,18 +29,14 @@ from typing import IO
 from urllib.parse import urlparse
 
 from . import media_input
-from .audio_io import too_long_message
+from .contract import messages
 from .contract.errors import InputError
+from .contract.messages import LIVE, NOT_A_LINK, NOT_HTTP, PRIVATE_ADDRESS, UPCOMING
 from .egress_guard import EgressGuard, Policy, public_only
 
 SOCKET_TIMEOUT_S = 20
 WATCH_INTERVAL_S = 0.1  # how often the watchdog measures the download
 PROGRESS_INTERVAL_S = 1.0  # `progress` is called at least this often while downloading
-PRIVATE_ADDRESS = "That link points to a private or local address, which I can't fetch."
-NOT_A_LINK = "That doesn't look like a link I can open. Send an http(s) link or an audio file."
-NOT_HTTP = "That link leads to something other than an http(s) address, which I can't open."
-LIVE = "That's a live stream; send a link to a recording once the stream has ended."
-UPCOMING = "That stream hasn't started yet; send a link to the recording once it has ended."
 # http(s) formats only (HLS and DASH included): rtmp/rtsp/mms would be fetched by helper programs the
 # egress guard can't see, and data:/ftp: links are not what a song link should be.
 FORMAT = "bestaudio[protocol^=http]/bestaudio[protocol^=m3u8]/best[protocol^=http]/best[protocol^=m3u8]"
@@ -113,7 +109,7 @@ def refuse_private_host(hostname: str, policy: Policy = public_only, port: int =
     try:
         infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
-        raise InputError("I couldn't find that website; check the link.") from None
+        raise InputError(messages.UNKNOWN_HOST) from None
     for info in infos:
         if not policy(ipaddress.ip_address(str(info[4][0]).split("%")[0]), port):
             raise InputError(PRIVATE_ADDRESS)
@@ -228,9 +224,7 @@ def _remove_partial(dest_dir: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _too_large(max_bytes: int) -> str:
-    size = f"{max_bytes // (1024 * 1024)} MB" if max_bytes >= 1024 * 1024 else f"{max_bytes // 1024} kB"
-    return f"That file is larger than the {size} limit."
+_too_large = messages.too_large
 
 
 # --- the download child (python -m separation_worker.fetch) ------------------------------------------------
@@ -285,7 +279,7 @@ def _download(job: _Job, on_fraction: Callable[[float], None]) -> FetchedMedia:
             raise InputError(LIVE)
         duration = info.get("duration")
         if duration and duration > job.max_duration_seconds + 1:
-            raise InputError(too_long_message(duration, job.max_duration_seconds))
+            raise InputError(messages.too_long(duration, job.max_duration_seconds))
 
     options = {
         "quiet": True,
@@ -320,9 +314,9 @@ def _download(job: _Job, on_fraction: Callable[[float], None]) -> FetchedMedia:
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(job.url, download=False, process=False)
             if info is None:
-                raise InputError("I couldn't find any media at that link.")
+                raise InputError(messages.NO_MEDIA)
             if info.get("_type") in {"playlist", "multi_video"}:
-                raise InputError("That link is a playlist; send a link to a single song.")
+                raise InputError(messages.PLAYLIST_LINK)
             refuse(info)
             processed = ydl.process_ie_result(info, download=True)
     except _TooLarge:
@@ -336,7 +330,7 @@ def _download(job: _Job, on_fraction: Callable[[float], None]) -> FetchedMedia:
         raise InputError(_friendly_download_error(str(exc))) from None
     files = [p for p in dest_dir.glob("source.*") if not p.name.endswith((".part", ".ytdl"))]
     if not files:
-        raise InputError("I couldn't download anything from that link (it may be too large or unavailable).")
+        raise InputError(messages.NOTHING_DOWNLOADED)
     title = (processed or {}).get("title") or info.get("title") or Path(urlparse(job.url).path).stem or "song"
     extractor = str((processed or {}).get("extractor") or info.get("extractor") or "generic")
     return FetchedMedia(path=files[0], title=str(title), url=job.url, from_page=extractor.lower() != "generic")
@@ -347,16 +341,16 @@ def _friendly_download_error(message: str) -> str:
     if "unsupported url scheme" in lowered or "no connection adapters" in lowered or "file:// urls" in lowered:
         return NOT_HTTP  # a redirect or a page pointing at ftp:, file:, gopher: ...
     if "unsupported url" in lowered:
-        return "I can't find a song at that link. Try a YouTube, SoundCloud or TikTok link, or a direct link to an audio file."
+        return messages.UNSUPPORTED_SITE
     if "404" in lowered or "not found" in lowered:
-        return "That link leads nowhere (the page was not found)."
+        return messages.NOT_FOUND
     if "will begin in" in lowered or "premieres in" in lowered:
         return UPCOMING
     if "private" in lowered or "sign in" in lowered or "login" in lowered:
-        return "That video or track is private or needs a login."
+        return messages.PRIVATE_MEDIA
     if "timed out" in lowered or "connection" in lowered or "resolve" in lowered:
-        return "I couldn't reach that link; check it and try again."
-    return "I couldn't download that link."
+        return messages.UNREACHABLE
+    return messages.DOWNLOAD_FAILED
 
 
 class _SilentLogger:

@@ -24,6 +24,7 @@ from .contract import metrics
 from .contract.errors import InputError
 from .contract.job_spec import JobSpec, SourceKind
 from .contract.manifest import Manifest
+from .contract.messages import NO_SPEC, OUR_FAULT, TIMED_OUT, UPLOAD_GONE
 from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
 from .engine import SeparationEngine
 from .pipeline import separate_song
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
-NO_SPEC = "This job can't be read by this worker (it was queued by another version); please send the song again."
-TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
 
 
 class JobTimeout(Exception):
@@ -148,7 +146,7 @@ class JobRunner:
     def _upload_path(self, job_id: str, spec: JobSpec):
         path = self.files.input_file(job_id, spec.upload_name or None)  # no name: a job from before specs named it
         if path is None:
-            raise InputError("The uploaded file is gone (it may have expired); please send it again.")
+            raise InputError(UPLOAD_GONE)
         return path
 
     async def _fail(self, job_id: str, publisher: ProgressPublisher, reason: str) -> str:

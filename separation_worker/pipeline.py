@@ -19,6 +19,7 @@ from storage.files import MANIFEST_FILE, OutputFolder
 
 from . import audio_io, loudness
 from .analysis import analyze
+from .contract import messages
 from .contract.analysis import MusicalAnalysis
 from .contract.errors import InputError
 from .contract.manifest import FileEntry, Manifest, ModelInfo, StemEntry, Timings
@@ -170,9 +171,9 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
         path = fetched.path
         title, default_title = (fetched.title, None) if fetched.from_page else (None, fetched.title)
     elif isinstance(source, str) and "://" in source and not path.exists():
-        raise InputError("Only http(s) links are supported.")  # ftp://, file://, …: a link, but not one we fetch
+        raise InputError(messages.ONLY_HTTP)  # ftp://, file://, …: a link, but not one we fetch
     elif path.is_file() and path.stat().st_size > settings.max_input_bytes:
-        raise InputError(f"That file is larger than the {settings.max_input_bytes // (1024 * 1024)} MB limit.")
+        raise InputError(messages.too_large(settings.max_input_bytes))
     with _stage(timings, "decode"):
         emit(ProgressEvent("decode", 0.0))
         audio = audio_io.decode(path, settings.max_duration_seconds, title=title, default_title=default_title)

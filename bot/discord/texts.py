@@ -8,7 +8,8 @@ import discord
 
 from bot import progress_text
 from bot.requests import JobResult, QuotaInfo, StemFile
-from separation_worker.audio_io import format_duration
+from separation_worker.contract import messages
+from separation_worker.contract.messages import format_duration
 from separation_worker.contract.progress_bus import JobEvent
 
 BRAND = discord.Colour(0x5865F2)
@@ -23,8 +24,7 @@ NOT_EVERYONE = "Pick a real role, not @everyone."
 OOPS = "Something went wrong on my side. Please try again in a minute."
 
 
-def too_large(max_bytes: int) -> str:
-    return f"That file is larger than the {max_bytes // (1024 * 1024)} MB limit."
+too_large = messages.too_large
 
 
 def label(source: str) -> str:

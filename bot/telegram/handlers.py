@@ -96,7 +96,7 @@ class TelegramFrontend:
                 await status.edit_text(texts.DOWNLOAD_FAILED)
                 return
             if not complete:
-                await status.edit_text(f"That file is larger than the {self.settings.max_input_bytes // 2**20} MB limit.")
+                await status.edit_text(self.service.wording.too_large())
                 return
             await self._submit(message, status, UploadSource(media.filename, path=path, movable=True))
 

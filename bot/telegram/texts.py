@@ -6,7 +6,7 @@ from html import escape
 
 from bot.requests import JobResult, QuotaInfo
 from bot.wording import plural
-from separation_worker.audio_io import format_duration
+from separation_worker.contract.messages import format_duration
 
 HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.links import valid_filename
-from separation_worker.audio_io import format_duration
 from separation_worker.contract.manifest import FileEntry, LoudnessReport, Manifest, ManifestError, StemEntry
+from separation_worker.contract.messages import format_duration
 from storage.files import MANIFEST_FILE, FileStore
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from separation_worker.audio_io import format_duration
 from separation_worker.contract.errors import InputError
+from separation_worker.contract.messages import format_duration
 from storage.files import MANIFEST_FILE, OutputFolder
 
 from ..terminal_progress import TerminalProgress
