@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -78,3 +81,24 @@ async def start_worker(settings, engine) -> RunningWorker:
     options.update(handle_signals=False, poll_delay=0.1)
     worker = Worker(**options)
     return RunningWorker(worker, asyncio.create_task(worker.main()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_private_redis(port: int) -> subprocess.Popen:
+    """A redis-server of the test's own (to stop and start empty), listening on 127.0.0.1:port."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")

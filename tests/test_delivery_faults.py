@@ -10,8 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -21,7 +19,7 @@ from bot.delivery import FollowerConfig, RetryPolicy
 from bot.telegram import TelegramBot
 from stembot.settings import Settings
 from tests.conftest import music, stembot_exe, write_audio
-from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
+from tests.service_support import RedisDb, flush_test_redis, free_port, service_env, start_private_redis, start_worker
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import FakeTelegram
 
@@ -162,30 +160,10 @@ async def test_telegram_sigterm_during_an_upload_then_restart(fake, settings, en
 # -- Redis restarted while a job is followed -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, model_dir, engine, song):
     port = free_port()
-    redis = start_redis(port)
+    redis = start_private_redis(port)
     settings = Settings.from_env(env_for(tmp_path, model_dir, fake, REDIS_URL=f"redis://127.0.0.1:{port}/0"))
     bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
     try:
@@ -196,7 +174,7 @@ async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, 
             redis.terminate()
             redis.wait(10)
             await asyncio.sleep(1.0)  # the follower meets the outage
-            redis = start_redis(port)  # back, and empty: the job's queue entry and events are gone
+            redis = start_private_redis(port)  # back, and empty: the job's queue entry and events are gone
             worker = await start_worker(settings, engine)  # reconciles the queue from SQLite
             try:
                 await wait_for_summary(fake, timeout=120)

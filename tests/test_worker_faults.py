@@ -4,9 +4,7 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from bot.requests import JobHandle, UploadSource, UserIdentity
 from bot.service import SeparationService
 from stembot.settings import Settings
 from tests.conftest import music, stembot_exe, write_audio
-from tests.service_support import flush_test_redis, service_env
+from tests.service_support import flush_test_redis, free_port, service_env, start_private_redis
 
 ALICE = UserIdentity("telegram", "1001", "Alice")
 
@@ -72,12 +70,6 @@ async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
         assert (await service.quota(ALICE)).used == 1  # charged once, not refunded
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine):
     """A private Redis is stopped and started again (empty) with jobs queued: none is lost or run twice."""
@@ -85,19 +77,8 @@ async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine
 
     port = free_port()
 
-    def start_redis() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return proc
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
 
-    redis_proc = start_redis()
+    redis_proc = start_private_redis(port)
     env = service_env(tmp_path / "data", model_dir, REDIS_URL=f"redis://127.0.0.1:{port}/0")
     settings = Settings.from_env(env)
     song = write_audio(tmp_path / "s.mp3", music(2.0, level=0.4)).read_bytes()
@@ -108,7 +89,7 @@ async def test_redis_restarted_empty_while_jobs_wait(tmp_path, model_dir, engine
         await service.close()
         redis_proc.terminate()
         redis_proc.wait(10)
-        redis_proc = start_redis()  # back, and empty
+        redis_proc = start_private_redis(port)  # back, and empty
         service = await SeparationService.start(settings)  # start-up reconciles from SQLite
         worker = await start_worker(settings, engine)
         try:
