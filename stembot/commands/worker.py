@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 
 from stembot.startup import require_redis
@@ -15,11 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings) -> int:
     require_redis(settings.redis_url)  # before loading models, and before arq's own retries and their log lines
-    from arq import run_worker
+    from arq.worker import create_worker
 
-    from separation_worker.worker import worker_settings
+    from separation_worker.worker import shutdown, worker_settings
 
     logging.getLogger("separation_worker").setLevel(logging.INFO)
     logging.getLogger("arq").setLevel(logging.INFO)
-    run_worker(worker_settings(settings))
+    worker = create_worker(worker_settings(settings))
+    try:
+        worker.run()
+    except asyncio.CancelledError:
+        # SIGTERM just as a job finished: arq's close() re-raises that job's cancellation and skips on_shutdown,
+        # and the database's thread would then keep the process alive. Shut down ourselves.
+        worker.loop.run_until_complete(shutdown(worker.ctx))
     return 0
