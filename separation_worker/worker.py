@@ -21,6 +21,7 @@ from arq.constants import in_progress_key_prefix
 from storage import Database, FileStore, sweep
 
 from .contract import queue
+from .contract.heartbeat import Heartbeat
 from .contract.reconciler import reconcile
 from .engine import SeparationEngine
 from .job_runner import JobRunner, Retry
@@ -63,10 +64,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx.update(engine=engine, db=db, files=files)
     ctx["runner"] = JobRunner(settings, engine, db, files, ctx["redis"])
     ctx["maintenance"] = asyncio.create_task(_maintenance(ctx))
+    # Beats only from here on: a worker still loading (or compiling) its models is not yet healthy.
+    maintenance = ctx["maintenance"]
+    ctx["heartbeat"] = Heartbeat(settings.health_dir, "worker", healthy=lambda: not maintenance.done(),
+                                 detail=str(engine.run.device))
+    ctx["heartbeat"].start()
     log.info("worker ready on %s (%s)", engine.run.device, engine.run.precision)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if ctx.get("heartbeat"):
+        await ctx["heartbeat"].stop()
     task = ctx.get("maintenance")
     if task:
         task.cancel()

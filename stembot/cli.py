@@ -34,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_libraries(args.verbose)
     try:
-        settings = Settings.from_env()
+        settings = _settings(args)
         redaction.install(redaction.secrets_of(settings))
         log_format.configure(logging.INFO if args.verbose else logging.ERROR, settings.log_format == "json")
         return int(args.handler(args, settings) or 0)
-    except SettingsError as exc:  # its message names the setting at fault
-        print(f"stembot: {redaction.scrub(str(exc))}", file=sys.stderr)
+    except SettingsError as exc:  # one line per setting at fault, each naming it
+        for problem in exc.problems:
+            print(f"stembot: {redaction.scrub(problem)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("stembot: interrupted", file=sys.stderr)
@@ -49,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
             print(redaction.scrub(traceback.format_exc()), file=sys.stderr, end="")
         print(f"stembot: {redaction.scrub(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        # `stembot check` goes on with defaults in place of the bad values, to name every other problem too.
+        if not getattr(args, "tolerates_bad_settings", False) or exc.partial is None:
+            raise
+        args.settings_problems = exc.problems
+        return exc.partial
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -82,5 +82,5 @@ def _scrub_record(record: logging.LogRecord) -> None:
 
 
 def secrets_of(settings) -> list[str]:
-    return [settings.telegram_bot_token, settings.discord_bot_token, settings.secret_key,
+    return [settings.telegram_bot_token, settings.discord_bot_token, settings.secret_key, settings.metrics_token,
             urlsplit(settings.redis_url).password or ""]

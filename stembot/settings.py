@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
 
 class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names it."""
+    """Settings are missing or invalid: one line per problem, each naming its setting."""
+
+    partial: Settings | None = None  # from_env's settings with defaults for the bad ones (for `stembot check`)
+
+    @classmethod
+    def of(cls, problems: list[str]) -> SettingsError:
+        return cls("\n".join(problems))
+
+    @property
+    def problems(self) -> list[str]:
+        return str(self).splitlines()
 
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("stembot"))
+
+
+def _default_health_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "stembot-health"
 
 
 def _default_model_dir() -> Path:
@@ -95,6 +112,13 @@ class Settings:
     discord_owner_ids: tuple[int, ...] = ()  # operators: may grant and revoke Pro everywhere
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = ""  # gateway override (tests, proxies)
+    # Operations
+    local_test: bool = False  # lets the front ends start with a localhost STEMBOT_PUBLIC_URL
+    model_mirror: str = ""  # base URL serving every model file by its zoo filename, instead of the zoo's hosts
+    metrics_token: str = field(default="", repr=False)  # bearer token for /metrics on the results port
+    metrics_port: int | None = None  # serve /metrics (no token) on this port as well, e.g. inside a private network
+    gpus: tuple[str, ...] = ()  # `stembot worker` runs one worker process per listed CUDA device
+    health_dir: Path = field(default_factory=_default_health_dir)  # heartbeat files read by `stembot health`
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: bool = True) -> Settings:
@@ -107,52 +131,69 @@ class Settings:
             return raw if raw not in (None, "") else None
 
         values: dict[str, object] = {}
-        model_dir = get("STEMBOT_MODEL_DIR")
-        values["model_dir"] = Path(model_dir).expanduser() if model_dir else _default_model_dir()
+        problems: list[str] = []  # every bad setting is named at once, not only the first
 
-        device = (get("STEMBOT_DEVICE") or "auto").lower()
-        if device not in {"auto", "cpu", "cuda", "mps"} and not device.startswith("cuda:"):
-            raise SettingsError(f"STEMBOT_DEVICE must be auto, cpu, cuda or mps, not {device!r}")
-        values["device"] = device
+        def parse(field_name: str, read) -> None:
+            try:
+                values[field_name] = read()
+            except SettingsError as exc:
+                problems.append(str(exc))
 
-        compile_mode = (get("STEMBOT_COMPILE") or "auto").lower()
-        if compile_mode != "auto":
-            compile_mode = "true" if _parse_bool("STEMBOT_COMPILE", compile_mode) else "false"
-        values["compile"] = compile_mode
+        def choice(env_name: str, default: str, allowed: set[str], why: str, prefix: str | None = None) -> str:
+            value = (get(env_name) or default).lower()
+            if value not in allowed and not (prefix and value.startswith(prefix)):
+                raise SettingsError(f"{env_name} must be {why}, not {value!r}")
+            return value
 
-        fmt = (get("STEMBOT_OUTPUT_FORMAT") or "mp3").lower()
-        if fmt not in {"mp3", "flac", "wav"}:
-            raise SettingsError(f"STEMBOT_OUTPUT_FORMAT must be mp3, flac or wav, not {fmt!r}")
-        values["output_format"] = fmt
+        def url(env_name: str, default: str, schemes: tuple[str, ...], why: str) -> str:
+            value = (get(env_name) or default).rstrip("/")
+            if value and not value.startswith(schemes):
+                raise SettingsError(f"{env_name} must {why}")
+            return value
 
+        def path(env_name: str, default) -> Path:
+            raw = get(env_name)
+            return Path(raw).expanduser() if raw else default()
+
+        def compile_mode() -> str:
+            mode = (get("STEMBOT_COMPILE") or "auto").lower()
+            if mode == "auto":
+                return mode
+            return "true" if _parse_bool("STEMBOT_COMPILE", mode) else "false"
+
+        def first_id(env_name: str) -> int | None:
+            ids = _parse_ids(env_name, get(env_name) or "")
+            return ids[0] if ids else None
+
+        parse("model_dir", lambda: path("STEMBOT_MODEL_DIR", _default_model_dir))
+        parse("device", lambda: choice("STEMBOT_DEVICE", "auto", {"auto", "cpu", "cuda", "mps"}, "auto, cpu, cuda or mps", "cuda:"))
+        parse("compile", compile_mode)
+        parse("output_format", lambda: choice("STEMBOT_OUTPUT_FORMAT", "mp3", {"mp3", "flac", "wav"}, "mp3, flac or wav"))
         values["ensemble"] = get("STEMBOT_ENSEMBLE") or ""
-        log_fmt = (get("STEMBOT_LOG_FORMAT") or "text").lower()
-        if log_fmt not in {"text", "json"}:
-            raise SettingsError(f"STEMBOT_LOG_FORMAT must be text or json, not {log_fmt!r}")
-        values["log_format"] = log_fmt
-        redis_url = get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        values["redis_url"] = redis_url
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("REDIS_URL must be a redis:// URL")
-        data_dir = get("STEMBOT_DATA_DIR")
-        values["data_dir"] = Path(data_dir).expanduser() if data_dir else _default_data_dir()
-        public_url = (get("STEMBOT_PUBLIC_URL") or "http://localhost:8080").rstrip("/")
-        if not public_url.startswith(("http://", "https://")):
-            raise SettingsError("STEMBOT_PUBLIC_URL must start with http:// or https://")
-        values["public_url"] = public_url
+        parse("log_format", lambda: choice("STEMBOT_LOG_FORMAT", "text", {"text", "json"}, "text or json"))
+        parse("redis_url", lambda: url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis://", "rediss://", "unix://"),
+                                        "be a redis:// URL"))
+        parse("data_dir", lambda: path("STEMBOT_DATA_DIR", _default_data_dir))
+        parse("public_url", lambda: url("STEMBOT_PUBLIC_URL", "http://localhost:8080", ("http://", "https://"),
+                                         "start with http:// or https://"))
         values["secret_key"] = get("STEMBOT_SECRET_KEY") or ""
-        values["allow_private_urls"] = _parse_bool("STEMBOT_ALLOW_PRIVATE_URLS", env.get("STEMBOT_ALLOW_PRIVATE_URLS", ""))
+        parse("allow_private_urls", lambda: _parse_bool("STEMBOT_ALLOW_PRIVATE_URLS", env.get("STEMBOT_ALLOW_PRIVATE_URLS", "")))
 
         values["telegram_bot_token"] = get("TELEGRAM_BOT_TOKEN") or ""
         values["telegram_api_base_url"] = (get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org").rstrip("/")
-        values["telegram_admin_ids"] = _parse_ids("TELEGRAM_ADMIN_IDS", get("TELEGRAM_ADMIN_IDS") or "")
+        parse("telegram_admin_ids", lambda: _parse_ids("TELEGRAM_ADMIN_IDS", get("TELEGRAM_ADMIN_IDS") or ""))
         values["discord_bot_token"] = get("DISCORD_BOT_TOKEN") or ""
-        values["discord_owner_ids"] = _parse_ids("DISCORD_OWNER_IDS", get("DISCORD_OWNER_IDS") or "")
-        for name, env_name in (("discord_guild_id", "DISCORD_GUILD_ID"), ("discord_home_guild_id", "DISCORD_HOME_GUILD_ID")):
-            ids = _parse_ids(env_name, get(env_name) or "")
-            values[name] = ids[0] if ids else None
+        parse("discord_owner_ids", lambda: _parse_ids("DISCORD_OWNER_IDS", get("DISCORD_OWNER_IDS") or ""))
+        parse("discord_guild_id", lambda: first_id("DISCORD_GUILD_ID"))
+        parse("discord_home_guild_id", lambda: first_id("DISCORD_HOME_GUILD_ID"))
         values["discord_api_base_url"] = (get("DISCORD_API_BASE_URL") or "https://discord.com/api/v10").rstrip("/")
         values["discord_gateway_url"] = get("DISCORD_GATEWAY_URL") or ""
+        parse("local_test", lambda: _parse_bool("STEMBOT_LOCAL_TEST", env.get("STEMBOT_LOCAL_TEST", "")))
+        parse("model_mirror", lambda: url("STEMBOT_MODEL_MIRROR", "", ("http://", "https://", "file://"),
+                                           "be an http://, https:// or file:// URL"))
+        values["metrics_token"] = get("STEMBOT_METRICS_TOKEN") or ""
+        values["gpus"] = tuple(part for part in (get("STEMBOT_GPUS") or "").replace(" ", "").split(",") if part)
+        parse("health_dir", lambda: path("STEMBOT_HEALTH_DIR", _default_health_dir))
 
         numeric = {
             "batch_size": ("STEMBOT_BATCH_SIZE", int, 0),
@@ -176,32 +217,66 @@ class Settings:
             "max_duration_free_seconds": ("STEMBOT_MAX_DURATION_FREE_SECONDS", float, 1),
             "commands_per_minute": ("STEMBOT_COMMANDS_PER_MINUTE", int, 1),
             "drain_seconds": ("STEMBOT_DRAIN_SECONDS", float, 0),
+            "metrics_port": ("STEMBOT_METRICS_PORT", int, 1),
         }
         for field_name, (env_name, kind, minimum) in numeric.items():
             raw = get(env_name)
             if raw is not None:
-                values[field_name] = _parse_number(env_name, raw, kind, minimum)
+                parse(field_name, lambda env_name=env_name, raw=raw, kind=kind, minimum=minimum:
+                      _parse_number(env_name, raw, kind, minimum))
         if values.get("true_peak_ceiling_dbtp", -1.0) > 0:  # type: ignore[operator]
-            raise SettingsError("STEMBOT_TRUE_PEAK_DBTP must be at most 0 dBTP")
+            problems.append("STEMBOT_TRUE_PEAK_DBTP must be at most 0 dBTP")
+        if values.get("gpus") and values.get("device") not in ("auto", "cuda"):
+            problems.append(f"STEMBOT_GPUS needs STEMBOT_DEVICE auto or cuda, not {values.get('device')!r}")
+        if problems:
+            error = SettingsError.of(problems)
+            error.partial = cls(**values)  # type: ignore[arg-type]
+            raise error
         return cls(**values)  # type: ignore[arg-type]
 
     def require(self, *names: str) -> None:
-        """Stop with a message naming the first required setting (by its variable) that is missing or weak."""
+        """Stop with one line for each required setting (by its variable) that is missing or weak."""
+        problems = self.missing(*names)
+        if problems:
+            raise SettingsError.of(problems)
+
+    def missing(self, *names: str) -> list[str]:
+        """What `require` would stop for: one line per setting."""
         checks = {
             "secret_key": ("STEMBOT_SECRET_KEY", len(self.secret_key) >= 16, "must be set to a random string of 16+ characters"),
             "public_url": ("STEMBOT_PUBLIC_URL", bool(self.public_url), "must be set to the public base URL of `stembot web`"),
+            # The bots send these links to users: on localhost they would point at each user's own computer.
+            "user_facing_public_url": (
+                "STEMBOT_PUBLIC_URL", self.local_test or not is_loopback_url(self.public_url),
+                f"is {self.public_url}, which users cannot reach: set it to the address of `stembot web` users reach "
+                "(e.g. https://stems.example.com), or STEMBOT_LOCAL_TEST=true for a test on this machine",
+            ),
             "telegram_bot_token": ("TELEGRAM_BOT_TOKEN", ":" in self.telegram_bot_token, "must be set to the bot token from @BotFather"),
             "discord_bot_token": ("DISCORD_BOT_TOKEN", bool(self.discord_bot_token), "must be set to the bot token from the Discord developer portal"),
         }
+        problems: list[str] = []
         for name in names:
             env_name, ok, why = checks[name]
             if not ok:
-                raise SettingsError(f"{env_name} {why}")
+                problems.append(f"{env_name} {why}")
+        return problems
 
     def replace(self, **changes: object) -> Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
         return Settings(**current)  # type: ignore[arg-type]
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1, 0.0.0.0)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:

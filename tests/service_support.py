@@ -31,6 +31,7 @@ class RedisDb(IntEnum):
     STARTUP = 9
     DELIVERY_TELEGRAM = 8
     DELIVERY_DISCORD = 7
+    OPERATIONS = 6  # test_operations: stembot check, health, per-GPU workers
 
 
 TEST_REDIS_DB = RedisDb.SERVICE

@@ -17,6 +17,7 @@ from discord.ext import commands
 from discord.gateway import DiscordWebSocket
 
 from bot.service import SeparationService
+from separation_worker.contract.heartbeat import Heartbeat
 from stembot.settings import Settings, SettingsError
 from stembot.startup import network_reason
 
@@ -130,10 +131,16 @@ async def serve(settings: Settings) -> None:
         closing: list[asyncio.Task] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: closing.append(asyncio.create_task(bot.close())))
-        async with bot:
-            await login(bot, settings)
-            await bot.connect()
-        await asyncio.gather(*closing)
+        # Healthy while the gateway session is up: discord.py reconnects by itself, a long outage shows as stale.
+        heartbeat = Heartbeat(settings.health_dir, "discord", healthy=lambda: bot.is_ready() and not bot.is_closed())
+        heartbeat.start()
+        try:
+            async with bot:
+                await login(bot, settings)
+                await bot.connect()
+            await asyncio.gather(*closing)
+        finally:
+            await heartbeat.stop()
 
 
 async def login(bot: StemBot, settings: Settings) -> None:

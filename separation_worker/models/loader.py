@@ -1,7 +1,7 @@
 """Finding, downloading and building the zoo's models with audio-separator's own classes.
 
 A checkpoint + YAML already in the model dir under the zoo's filenames is used as is,
-with no network access; otherwise audio-separator's downloader fetches them first.
+with no network access (once checked sound); otherwise they are downloaded first (models/download.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import torch
 import yaml
 
 from ..contract.errors import ModelError
+from . import inventory
+from .download import download
 from .roles import OutputRoles, resolve_roles
 from .zoo import ModelSpec
 
@@ -54,20 +56,25 @@ def files_present(spec: ModelSpec, model_dir: Path) -> bool:
     return (model_dir / spec.checkpoint).is_file() and (model_dir / spec.config).is_file()
 
 
-def download(spec: ModelSpec, model_dir: Path) -> None:
-    """Fetch a model's checkpoint and YAML through audio-separator's downloader (tqdm bars)."""
-    if files_present(spec, model_dir):
+def ensure_files(
+    spec: ModelSpec,
+    model_dir: Path,
+    allow_download: bool = True,
+    on_download: Callable[[ModelSpec], None] | None = None,
+    mirror: str = "",
+) -> None:
+    """Stop with one line unless both files are there and sound; fetch missing ones when allowed."""
+    states = inventory.files_of(spec, model_dir)
+    damaged = [state for state in states if state.damaged]
+    if damaged:
+        raise ModelError(damaged[0].problem_line())
+    if not any(state.missing for state in states):
         return
-    model_dir.mkdir(parents=True, exist_ok=True)
-    from audio_separator.separator import Separator
-
-    try:
-        separator = Separator(model_file_dir=str(model_dir), info_only=True, log_level=logging.WARNING)
-        separator.download_model_files(spec.checkpoint)
-    except Exception as exc:  # network errors, an unknown filename, ...
-        raise ModelError(f"could not download {spec.name} ({spec.checkpoint}): {exc}") from exc
-    if not files_present(spec, model_dir):
-        raise ModelError(f"{spec.name}: the download did not produce {spec.checkpoint} and {spec.config}")
+    if not allow_download:
+        raise ModelError(next(state for state in states if state.missing).problem_line())
+    if on_download:
+        on_download(spec)
+    download(spec, model_dir, mirror)
 
 
 def read_config(path: Path) -> dict:
@@ -121,13 +128,9 @@ def load(
     device: torch.device,
     allow_download: bool = True,
     on_download: Callable[[ModelSpec], None] | None = None,
+    mirror: str = "",
 ) -> LoadedModel:
-    if not files_present(spec, model_dir):
-        if not allow_download:
-            raise ModelError(f"{spec.name}: {spec.checkpoint} or {spec.config} is missing from {model_dir}")
-        if on_download:
-            on_download(spec)
-        download(spec, model_dir)
+    ensure_files(spec, model_dir, allow_download, on_download, mirror)
     config = read_config(model_dir / spec.config)
     family = detect_family(config)
     roles = resolve_roles(config, spec.vocals_stem, spec.name)
@@ -135,8 +138,10 @@ def load(
         module = build_module(family, config, model_dir / spec.checkpoint)
     except ModelError:
         raise
-    except Exception as exc:  # corrupt or mismatched checkpoint
-        raise ModelError(f"{spec.name}: could not load {spec.checkpoint}: {exc}") from exc
+    except Exception as exc:  # whole, but not this architecture's weights (or damaged past what the CRCs catch)
+        inventory.forget(model_dir / spec.checkpoint)
+        raise ModelError(f"{spec.name}: {spec.checkpoint} in {model_dir} is damaged or not this model's checkpoint "
+                         f"({type(exc).__name__}): run `stembot models download` to fetch it again") from exc
     module.to(device).eval()
     log.info("loaded %s (%s) on %s", spec.name, family, device)
     return LoadedModel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from stembot.startup import require_redis
+from stembot.config_check import require
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    settings.require("discord_bot_token", "secret_key", "public_url")  # before importing discord.py: fail fast
-    require_redis(settings.redis_url)
+    require(settings, "discord")  # every bad setting named in a line each, before the libraries load
     from bot.discord.app import run as run_bot
 
     logging.getLogger("bot").setLevel(logging.INFO)

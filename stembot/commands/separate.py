@@ -10,6 +10,7 @@ from separation_worker.contract.errors import InputError
 from separation_worker.contract.messages import format_duration
 from storage.files import MANIFEST_FILE, OutputFolder
 
+from ..config_check import require
 from ..terminal_progress import TerminalProgress
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    require(settings.replace(device=args.device) if args.device else settings, "separate")  # ffmpeg, models
     # torch and the models load here, not when `stembot --help` or a bot imports the CLI.
     from separation_worker.engine import SeparationEngine
     from separation_worker.pipeline import separate_song

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from stembot.startup import require_redis
+from stembot.config_check import require
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    settings.require("telegram_bot_token", "secret_key", "public_url")  # before importing PTB: fail fast
-    require_redis(settings.redis_url)
+    require(settings, "telegram")  # every bad setting named in a line each, before the libraries load
     from bot.telegram import serve
 
     logging.getLogger("bot").setLevel(logging.INFO)

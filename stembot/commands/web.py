@@ -7,8 +7,8 @@ import errno
 import logging
 import os
 
+from stembot.config_check import require
 from stembot.settings import SettingsError
-from stembot.startup import require_redis
 
 _BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
@@ -21,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    settings.require("secret_key", "public_url")
-    require_redis(settings.redis_url)  # /metrics reads the queue: a wrong REDIS_URL is found now, not at a scrape
+    require(settings, "web")  # every bad setting named in a line each, before the libraries load
     from bot.web import run as run_web
 
     logging.getLogger("aiohttp.access").setLevel(logging.INFO)

@@ -1,12 +1,13 @@
-"""`stembot worker`: a GPU worker draining the job queue (run one per GPU)."""
+"""`stembot worker`: a GPU worker draining the job queue; with STEMBOT_GPUS, one worker process per listed GPU."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 
-from stembot.startup import require_redis
+from stembot.config_check import require
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    require_redis(settings.redis_url)  # before loading models, and before arq's own retries and their log lines
+    require(settings, "worker")  # before loading models, and before arq's own retries and their log lines
+    if len(settings.gpus) > 1:
+        from stembot.gpu_workers import run_per_gpu
+
+        return run_per_gpu(settings.gpus, verbose=args.verbose)
+    if settings.gpus:  # one GPU named: this process sees only it, as cuda:0 (before torch initializes CUDA)
+        os.environ["CUDA_VISIBLE_DEVICES"] = settings.gpus[0]
     from arq.worker import create_worker
 
     from separation_worker.worker import shutdown, worker_settings
