@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -27,6 +28,10 @@ PROBE_TIMEOUT_S = 30
 DECODE_TIMEOUT_S = 300
 ENCODE_TIMEOUT_S = 300
 
+ARTIST_TAGS = ("artist", "album_artist", "albumartist")  # ffprobe's names, lower-cased (ID3, Vorbis, MP4, RIFF)
+MAX_TAG_CHARS = 300  # a crafted file's megabyte "title" must not become an ffmpeg argument too long to pass
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 ENCODER_ARGS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", "320k"],
@@ -38,11 +43,31 @@ ENCODER_ARGS: dict[str, list[str]] = {
 @dataclass(frozen=True)
 class DecodedAudio:
     samples: np.ndarray  # float32, shape (2, n), 44.1 kHz
-    title: str
+    title: str  # the display title: "Artist - Track" when the tags name both
+    artist: str | None = None  # the song's artist, from its tags (or its page)
+    track: str | None = None  # the song's own title, without the artist
 
     @property
     def duration(self) -> float:
         return self.samples.shape[1] / SAMPLE_RATE
+
+    @property
+    def song_title(self) -> str:
+        return self.track or self.title
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What a written file says about itself: ID3 for MP3, Vorbis comments for FLAC, RIFF INFO for WAV."""
+
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+
+    def ffmpeg_args(self) -> list[str]:
+        # One argv item each (no shell): a tag's text cannot become an option.
+        tags = {key: clean_tag(value) for key, value in vars(self).items()}
+        return [arg for key, value in tags.items() if value for arg in ("-metadata", f"{key}={value}")]
 
 
 def require_ffmpeg() -> None:
@@ -81,21 +106,42 @@ def probe(path: Path) -> dict:
     return info
 
 
-def _title_from(info: dict, fallback: str) -> str:
-    tags = {k.lower(): v for k, v in (info.get("format", {}).get("tags") or {}).items()}
-    title = str(tags.get("title") or "").strip()
-    artist = str(tags.get("artist") or "").strip()
-    if title and artist:
-        return f"{artist} - {title}"
-    return title or fallback
+def clean_tag(text: object) -> str | None:
+    """A tag's text as we keep and write it: one line, no control characters (NUL can't be an argument), bounded."""
+    cleaned = " ".join(_CONTROL.sub(" ", str(text or "")).split())[:MAX_TAG_CHARS].strip()
+    return cleaned or None
+
+
+def song_tags(info: dict) -> tuple[str | None, str | None]:
+    """(artist, track title) from ffprobe's view of a file: the container's tags, else the first audio
+    stream's (Ogg keeps its Vorbis comments there). None for what no tag names."""
+    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"][:1]
+    artist = track = None
+    for tags in [info.get("format", {}).get("tags"), *(s.get("tags") for s in streams)]:
+        lowered = {str(k).lower(): clean_tag(v) for k, v in (tags or {}).items()}
+        artist = artist or next((lowered[k] for k in ARTIST_TAGS if lowered.get(k)), None)
+        track = track or lowered.get("title")
+    return artist, track
+
+
+def display_title(artist: str | None, track: str | None, fallback: str) -> str:
+    if artist and track:
+        return f"{artist} - {track}"
+    return track or fallback
 
 
 def decode(
-    path: Path, max_duration_seconds: float, title: str | None = None, default_title: str | None = None
+    path: Path,
+    max_duration_seconds: float,
+    title: str | None = None,
+    default_title: str | None = None,
+    artist: str | None = None,
+    track: str | None = None,
 ) -> DecodedAudio:
     """Decode the first audio stream to float32 stereo 44.1 kHz (mono duplicated, others resampled).
 
-    The title is `title` if given, else the file's tags, else `default_title`, else the file name.
+    The title is `title` if given, else the file's tags, else `default_title`, else the file name. A given
+    `title` comes with its own `artist` and `track` (a page's, say), and the file's tags are not read for them.
     Samples stream from ffmpeg straight into one buffer (about 1x the audio in memory), and a file
     that runs past the cap is refused as soon as it does, whatever its container claimed.
     """
@@ -128,7 +174,10 @@ def decode(
     duration = samples.shape[1] / SAMPLE_RATE
     if duration > max_duration_seconds:
         raise InputError(too_long_message(duration, max_duration_seconds))
-    return DecodedAudio(samples=samples, title=title or _title_from(info, default_title or path.stem))
+    if title:
+        return DecodedAudio(samples=samples, title=title, artist=clean_tag(artist), track=clean_tag(track))
+    artist, track = song_tags(info)
+    return DecodedAudio(samples, display_title(artist, track, default_title or path.stem), artist, track)
 
 
 def _all_finite(frames: np.ndarray, block: int = 10 * SAMPLE_RATE) -> bool:
@@ -188,16 +237,15 @@ def declared_duration(info: dict) -> float | None:
         return None
 
 
-def encode(samples: np.ndarray, path: Path, fmt: str, title: str | None = None) -> Path:
-    """Write float stereo 44.1 kHz samples to `path` as mp3 (320 kbps), flac or wav (24-bit)."""
+def encode(samples: np.ndarray, path: Path, fmt: str, tags: Tags | None = None) -> Path:
+    """Write float stereo 44.1 kHz samples to `path` as mp3 (320 kbps), flac or wav (24-bit), tagged with `tags`."""
     if fmt not in ENCODER_ARGS:
         raise ValueError(f"unknown output format {fmt!r}")
     interleaved = np.ascontiguousarray(samples.T, dtype="<f4")
-    meta = ["-metadata", f"title={title}"] if title else []
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
         "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", str(samples.shape[0]), "-i", "pipe:0",
-        *ENCODER_ARGS[fmt], *meta, media_input.output_arg(path),
+        *ENCODER_ARGS[fmt], *(tags or Tags()).ffmpeg_args(), media_input.output_arg(path),
     ]
     proc = subprocess.run(cmd, input=interleaved.tobytes(), capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False)
     if proc.returncode != 0:

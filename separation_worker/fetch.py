@@ -48,6 +48,9 @@ class FetchedMedia:
     title: str
     url: str
     from_page: bool  # found by a site's extractor (its title beats the file's tags), not a direct link
+    # What the site's metadata names (yt-dlp's `artist`/`artists` and `track`, e.g. YouTube Music), if anything.
+    artist: str | None = None
+    track: str | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,19 @@ def _download(job: _Job, on_fraction: Callable[[float], None]) -> FetchedMedia:
         raise InputError(messages.NOTHING_DOWNLOADED)
     title = (processed or {}).get("title") or info.get("title") or Path(urlparse(job.url).path).stem or "song"
     extractor = str((processed or {}).get("extractor") or info.get("extractor") or "generic")
-    return FetchedMedia(path=files[0], title=str(title), url=job.url, from_page=extractor.lower() != "generic")
+    artist, track = _song_names({**info, **(processed or {})})
+    return FetchedMedia(path=files[0], title=str(title), url=job.url, from_page=extractor.lower() != "generic",
+                        artist=artist, track=track)
+
+
+def _song_names(info: dict) -> tuple[str | None, str | None]:
+    """(artist, track) where the site names the song itself; a page title alone names neither."""
+    artists = info.get("artists")
+    if not isinstance(artists, list):
+        artists = []
+    artist = str(info.get("artist") or ", ".join(str(a) for a in artists if a)).strip()
+    track = str(info.get("track") or "").strip()
+    return artist or None, track or None
 
 
 def _friendly_download_error(message: str) -> str:

@@ -22,12 +22,11 @@ from .analysis import analyze
 from .contract import messages
 from .contract.analysis import MusicalAnalysis
 from .contract.errors import InputError
-from .contract.manifest import FileEntry, Manifest, ModelInfo, StemEntry, Timings
+from .contract.manifest import STEM_LABELS, FileEntry, Manifest, ModelInfo, StemEntry, Timings, stem_title
 from .engine import SeparationEngine
 from .fetch import fetch, is_url
 from .progress import ProgressCallback, ProgressEvent, ignore
 
-STEM_LABELS = {"vocals": "Vocals", "instrumental": "Instrumental"}
 MAX_TITLE_CHARS = 120
 
 
@@ -124,24 +123,33 @@ def separate_song(
             timings=Timings.from_stages(timings),
             **analysis.to_dict(),
             original=_entry(folder, original) if original else None,
+            artist=audio.artist,
+            track=audio.track,
         )
         folder.write_text(MANIFEST_FILE, manifest.to_json())  # last: once it exists, every file it names does
     return manifest
 
 
 def _encode_all(folder: OutputFolder, audio, normalized: dict, names: dict, original: str | None, fmt: str) -> None:
-    """Encode every stem (and the original) in parallel; each file appears under its name only once complete."""
+    """Encode every stem (and the original) in parallel; each file appears under its name only once complete.
+
+    Each file is tagged as players list it: artist = the song's, title = "Night Drive (Vocals)", album = the song's
+    title (so a library groups a song's stems together).
+    """
+    song = audio.song_title
     with ExitStack() as files:
         temps = {key: files.enter_context(folder.writing(name)) for key, name in names.items()}
         original_temp = files.enter_context(folder.writing(original)) if original else None
         # Inside the stack: on a failure the pool waits for the other encoders before their temp files go.
         with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:  # ffmpeg runs in its own processes
             jobs = [
-                pool.submit(audio_io.encode, normalized[name][0], temp, f, f"{audio.title} — {STEM_LABELS[name]}")
+                pool.submit(audio_io.encode, normalized[name][0], temp, f,
+                            audio_io.Tags(title=stem_title(song, name), artist=audio.artist, album=song))
                 for (name, f), temp in temps.items()
             ]
             if original_temp is not None:
-                jobs.append(pool.submit(audio_io.encode, audio.samples, original_temp, fmt, audio.title))
+                tags = audio_io.Tags(title=song, artist=audio.artist, album=song)
+                jobs.append(pool.submit(audio_io.encode, audio.samples, original_temp, fmt, tags))
             for job in jobs:
                 job.result()
 
@@ -153,7 +161,7 @@ def _entry(folder: OutputFolder, name: str) -> FileEntry:
 def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: dict[str, float], allow_private: bool):
     if isinstance(source, audio_io.DecodedAudio):
         return source, source.title
-    title = default_title = None
+    title = default_title = artist = track = None
     label = str(source)
     path = Path(source)
     if isinstance(source, str) and is_url(source):
@@ -170,13 +178,17 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
             emit(ProgressEvent("fetch", 1.0))
         path = fetched.path
         title, default_title = (fetched.title, None) if fetched.from_page else (None, fetched.title)
+        # A page names the song by its metadata, when the site has any (else by its title alone); a direct
+        # link's file by its tags.
+        artist, track = (fetched.artist, fetched.track) if fetched.from_page and fetched.track else (None, None)
     elif isinstance(source, str) and "://" in source and not path.exists():
         raise InputError(messages.ONLY_HTTP)  # ftp://, file://, …: a link, but not one we fetch
     elif path.is_file() and path.stat().st_size > settings.max_input_bytes:
         raise InputError(messages.too_large(settings.max_input_bytes))
     with _stage(timings, "decode"):
         emit(ProgressEvent("decode", 0.0))
-        audio = audio_io.decode(path, settings.max_duration_seconds, title=title, default_title=default_title)
+        audio = audio_io.decode(path, settings.max_duration_seconds, title=title, default_title=default_title,
+                                artist=artist, track=track)
         emit(ProgressEvent("decode", 1.0, duration=audio.duration))
     return audio, label
 

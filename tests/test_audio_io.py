@@ -70,7 +70,10 @@ def test_too_long(tmp_path):
 @pytest.mark.parametrize("fmt", ["mp3", "flac", "wav"])
 def test_encode_round_trip(tmp_path, fmt):
     x = music(2.0)
-    path = audio_io.encode(x, tmp_path / f"out.{fmt}", fmt, title="T")
+    tags = audio_io.Tags(title="Night Drive (Vocals)", artist="The Midnight", album="Night Drive")
+    path = audio_io.encode(x, tmp_path / f"out.{fmt}", fmt, tags)
+    # ID3, Vorbis comments or RIFF INFO, read back by ffprobe as players read them
+    assert audio_io.song_tags(audio_io.probe(path)) == ("The Midnight", "Night Drive (Vocals)")
     y = audio_io.decode(path, 60).samples
     assert y.shape == x.shape
     error = y[:, 2000:-2000] - x[:, 2000:-2000]

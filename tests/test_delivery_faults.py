@@ -25,7 +25,7 @@ from tests.support.fake_telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token"
 ALICE = 1001
-TITLES = ["Night Drive — Vocals", "Night Drive — Instrumental"]
+TITLES = ["Night Drive (Vocals)", "Night Drive (Instrumental)"]
 
 
 @pytest.fixture

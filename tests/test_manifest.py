@@ -250,10 +250,10 @@ def test_pipeline_writes_the_manifest_last_and_nothing_partial(tmp_path, engine,
 def test_a_failed_encode_leaves_nothing(tmp_path, engine, settings, monkeypatch):
     real_encode = audio_io.encode
 
-    def encode(samples, path, fmt, title=None):
-        if "Instrumental" in (title or ""):
+    def encode(samples, path, fmt, tags=None):
+        if "Instrumental" in (tags.title if tags else ""):
             raise RuntimeError("ffmpeg could not encode")
-        return real_encode(samples, path, fmt, title)
+        return real_encode(samples, path, fmt, tags)
 
     monkeypatch.setattr(audio_io, "encode", encode)
     out = tmp_path / "out"

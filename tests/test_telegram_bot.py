@@ -48,7 +48,8 @@ async def worker(settings, engine):
 
 @pytest.fixture
 def song(tmp_path) -> bytes:
-    return write_audio(tmp_path / "song.mp3", music(3.0, level=0.4), extra_args=("-metadata", "title=Night Drive")).read_bytes()
+    tags = ("-metadata", "title=Night Drive", "-metadata", "artist=The Midnight")
+    return write_audio(tmp_path / "song.mp3", music(3.0, level=0.4), extra_args=tags).read_bytes()
 
 
 def audio_messages(fake, chat_id):
@@ -63,6 +64,12 @@ async def wait_for_summary(fake, chat_id, timeout=120):
         return any("BPM" in (m.text or "") for m in messages) and any(m.edits[-1].startswith("✅") for m in messages)
 
     return await fake.wait_for(finished, timeout=timeout)
+
+
+def write_bytes(tmp_path, data: bytes, name: str):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
 
 
 def decode_bytes(tmp_path, data: bytes, name: str):
@@ -83,9 +90,12 @@ async def test_audio_in_stems_out(fake, bot, worker, song, tmp_path):
     assert seen == sorted(seen) and seen[-1] == len(order) - 1
 
     audios = [m for m in messages if m.file_bytes]
-    assert [m.title for m in audios] == ["Night Drive — Vocals", "Night Drive — Instrumental"]
+    # Titled and performed as the song's tags say, like the files themselves
+    assert [m.title for m in audios] == ["Night Drive (Vocals)", "Night Drive (Instrumental)"]
     for m in audios:
-        assert m.performer == "StemBot"
+        assert m.performer == "The Midnight"
+        written = audio_io.song_tags(audio_io.probe(write_bytes(tmp_path, m.file_bytes, m.filename)))
+        assert written == ("The Midnight", m.title)
         samples = decode_bytes(tmp_path, m.file_bytes, m.filename)
         assert samples.shape[0] == 2 and samples.shape[1] == pytest.approx(3 * 44100, abs=2048)
     summary = next(m for m in messages if "BPM" in (m.text or ""))
@@ -113,7 +123,7 @@ async def test_voice_note_and_video_are_accepted(fake, bot, worker, tmp_path):
     for user in (ALICE, bob):
         await wait_for_summary(fake, user)
         stems = [m for m in fake.messages(user) if m.file_bytes]
-        assert [m.title.rsplit(" — ", 1)[1] for m in stems] == ["Vocals", "Instrumental"]
+        assert [m.title.rsplit(" (", 1)[1] for m in stems] == ["Vocals)", "Instrumental)"]
         for m in stems:
             samples = decode_bytes(tmp_path, m.file_bytes, f"{user}-{m.filename}")
             assert samples.shape[0] == 2 and samples.shape[1] == pytest.approx(2 * 44100, abs=4096)

@@ -1,8 +1,9 @@
 """Telegram's side of delivery: where a job's messages go, and how each piece is sent there.
 
 The follower (`bot.delivery`) decides what to send and when; this module only speaks Telegram: the status
-message edited in place, each stem as `sendAudio` with title and performer (so it plays inline), the summary
-in HTML, and PTB's exceptions turned into the follower's `Transient` / `Rejected`.
+message edited in place, each stem as `sendAudio` titled as its file is tagged ("Night Drive (Vocals)", the song's
+artist as performer) so it plays inline, the summary in HTML, and PTB's exceptions turned into the follower's
+`Transient` / `Rejected`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class TelegramChannel:
                 audio=data,
                 filename=stem.filename,
                 title=texts.stem_title(result, stem.name),
-                performer="StemBot",
+                performer=texts.performer(result),
                 duration=round(result.duration),
                 reply_to_message_id=self.where.reply_to,
                 allow_sending_without_reply=True,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from telegram import Message, Update, User
@@ -30,6 +32,33 @@ CLOUD_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what getFile serves from the cloud Bo
 MEDIA = filters.AUDIO | filters.VOICE | filters.VIDEO | filters.VIDEO_NOTE | filters.Document.ALL
 
 
+class Audience(Enum):
+    EVERYONE = "everyone"  # listed in every chat's command menu
+    ADMINS = "admins"  # listed only in TELEGRAM_ADMIN_IDS' own chats
+    UNLISTED = "unlisted"  # /start: what Telegram's Start button sends
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    description: str  # shown in Telegram's command menu
+    audience: Audience = Audience.EVERYONE
+
+
+# Every command the bot answers, in menu order: `register` adds a handler for each and the app lists them
+# (setMyCommands) from this same table, so the menu cannot offer a command nobody answers, nor hide one.
+COMMANDS = (
+    Command("start", "Start", Audience.UNLISTED),
+    Command("help", "What I do and the limits"),
+    Command("quota", "Songs left today"),
+    Command("pro", "How to get Pro"),
+    Command("link", "Link your Discord account"),
+    Command("cancel", "Cancel your queued song"),
+    Command("grant", "Give a user Pro: /grant <user id> [days]", Audience.ADMINS),
+    Command("revoke", "Take a user's Pro grant back: /revoke <user id>", Audience.ADMINS),
+)
+
+
 def message_of(update: Update) -> Message:
     """The message a handler answers (our handlers are registered for message updates only)."""
     if update.effective_message is None:
@@ -51,12 +80,14 @@ class TelegramFrontend:
         self.cloud_api = settings.telegram_api_base_url.rstrip("/") == "https://api.telegram.org"
 
     def register(self, app: Application) -> None:
-        commands = {
+        callbacks: dict[str, Handler] = {
             "start": self.help, "help": self.help, "quota": self.quota, "pro": self.pro, "link": self.link,
             "cancel": self.cancel, "grant": self.grant, "revoke": self.revoke,
         }
-        for name, callback in commands.items():
-            app.add_handler(CommandHandler(name, self._rate_limited(callback)))
+        if set(callbacks) != {c.name for c in COMMANDS}:  # a programming error: the menu and the handlers disagree
+            raise RuntimeError(f"COMMANDS and the handlers differ: {sorted(set(callbacks) ^ {c.name for c in COMMANDS})}")
+        for command in COMMANDS:
+            app.add_handler(CommandHandler(command.name, self._rate_limited(callbacks[command.name])))
         app.add_handler(MessageHandler(MEDIA, self._rate_limited(self.on_media)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._rate_limited(self.on_text)))
         app.add_error_handler(self.on_error)

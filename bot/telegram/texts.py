@@ -6,6 +6,7 @@ from html import escape
 
 from bot.requests import JobResult, QuotaInfo
 from bot.wording import plural
+from separation_worker.contract.manifest import stem_title as manifest_stem_title
 from separation_worker.contract.messages import format_duration
 
 HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
@@ -82,4 +83,12 @@ def summary(result: JobResult, links_only: list[str]) -> str:
 
 
 def stem_title(result: JobResult, stem_name: str) -> str:
-    return f"{result.title} — {stem_name.capitalize()}"
+    """The audio message's title, as the stem's file is tagged: "Night Drive (Vocals)"."""
+    if result.manifest is not None:
+        return result.manifest.stem_title(stem_name)
+    return manifest_stem_title(result.title, stem_name)
+
+
+def performer(result: JobResult) -> str | None:
+    """The song's artist, when its tags or its page name one (else Telegram shows none)."""
+    return result.manifest.artist if result.manifest is not None else None

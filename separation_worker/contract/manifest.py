@@ -4,8 +4,9 @@ The worker (and `stembot separate`) write it with `Manifest.to_json()`; the serv
 bots read it with `Manifest.from_json()` (or `from_dict()` on what SQLite already parsed). Nobody else touches the
 JSON. Its layout is the one `result.json` always had: top-level `title`, `duration`, `models`, `timings`, the
 analysis fields `bpm`, `bpm_confidence`, `key`, `camelot`, `key_confidence`, and `stems` as an object keyed by stem
-name in stem order. The dataclass holds the stems as a sequence (names are no longer the only thing that orders or
-identifies them); the reader also accepts `stems` written as a list of `{name, ...}` so a later layout can switch.
+name in stem order; `artist` and `track` (the song's own names, from its tags or its page) when known. The dataclass
+holds the stems as a sequence (names are no longer the only thing that orders or identifies them); the reader also
+accepts `stems` written as a list of `{name, ...}` so a later layout can switch.
 
 Plain data only: this module imports nothing from the pipeline, numpy or torch.
 """
@@ -25,6 +26,17 @@ VERSION = 1  # bump only for a change old readers would misread; added keys don'
 ANALYSIS_FIELDS = ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")
 STAGES = ("fetch", "decode", "separate", "loudness", "analyze", "encode", "total")
 _PER_MODEL = "separate."  # timings key prefix: seconds of one ensemble member
+# How a stem is named to people: in its file name, its title tag and the title a chat shows.
+STEM_LABELS = {"vocals": "Vocals", "instrumental": "Instrumental"}
+
+
+def stem_label(name: str) -> str:
+    return STEM_LABELS.get(name, name.capitalize())
+
+
+def stem_title(song_title: str, stem_name: str) -> str:
+    """A stem's title as players show it: "Night Drive (Vocals)"."""
+    return f"{song_title} ({stem_label(stem_name)})"
 
 
 class ManifestError(ValueError):
@@ -202,12 +214,17 @@ class Manifest:
     camelot: str | None
     key_confidence: float
     original: FileEntry | None = None  # the input, encoded, when kept for comparison
+    # The song as its tags (or its page) name it; `title` stays the display title ("Artist - Track").
+    artist: str | None = None
+    track: str | None = None
     version: int = VERSION
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "duration", round(float(self.duration), 3))  # as result.json keeps it
         object.__setattr__(self, "stems", tuple(self.stems))
         object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "artist", _optional_text(self.artist))  # blank is unknown, as the reader sees it
+        object.__setattr__(self, "track", _optional_text(self.track))
         names = [s.name for s in self.stems]
         if len(set(names)) != len(names):
             raise ManifestError(f"stem names repeat: {names}")
@@ -215,6 +232,15 @@ class Manifest:
     @property
     def analysis(self) -> MusicalAnalysis:
         return MusicalAnalysis(**{k: getattr(self, k) for k in ANALYSIS_FIELDS})
+
+    @property
+    def song_title(self) -> str:
+        """The track's own title when known (no artist in it), else the display title."""
+        return self.track or self.title
+
+    def stem_title(self, name: str) -> str:
+        """The stem's title tag, e.g. "Night Drive (Vocals)" (what the pipeline wrote into the file)."""
+        return stem_title(self.song_title, name)
 
     def stem(self, name: str) -> StemEntry | None:
         return next((s for s in self.stems if s.name == name), None)
@@ -235,6 +261,8 @@ class Manifest:
         data: dict[str, Any] = {
             "version": self.version,
             "title": self.title,
+            **({"artist": self.artist} if self.artist is not None else {}),
+            **({"track": self.track} if self.track is not None else {}),
             "source": self.source,
             "duration": self.duration,
             "sample_rate": self.sample_rate,
@@ -288,6 +316,8 @@ class Manifest:
                 camelot=_optional_str(data.get("camelot")),
                 key_confidence=_optional_number(data.get("key_confidence")) or 0.0,
                 original=FileEntry.from_dict(data["original"]) if data.get("original") is not None else None,
+                artist=_optional_text(data.get("artist")),  # absent before the tags were kept
+                track=_optional_text(data.get("track")),
                 version=version,
             )
         except (TypeError, ValueError) as exc:  # e.g. a float('x') deep inside: one error type for callers
@@ -330,6 +360,13 @@ def _optional_number(value: Any) -> float | None:
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    """A name: None when absent or blank."""
+    if value is None:
+        return None
+    return str(value).strip() or None
 
 
 def _suffix(name: str) -> str:

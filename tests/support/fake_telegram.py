@@ -472,7 +472,7 @@ class FakeTelegram:
         self._callback_ids: set[str] = set()
 
         # Injected failures: lower-case method -> queue of errors for its next calls.
-        self._failures: dict[str, list[ApiError]] = {}
+        self._failures: dict[str, list[ApiError | None]] = {}  # None: let one call by
         self._holds: dict[str, list[Hold | None]] = {}  # lower-case method -> calls to stall (None: let one by)
 
         self._changed = asyncio.Event()
@@ -849,11 +849,12 @@ class FakeTelegram:
 
     def fail_next(
         self, method: str, description: str = "Bad Request: injected failure",
-        error_code: int = 400, times: int = 1, parameters: JSONDict | None = None,
+        error_code: int = 400, times: int = 1, parameters: JSONDict | None = None, skip: int = 0,
     ) -> None:
-        """Make the next ``times`` calls of ``method`` answer this error (they are still recorded)."""
+        """Make the next ``times`` calls of ``method`` (after ``skip`` others, answered as usual) answer this error
+        (they are still recorded)."""
         queue = self._failures.setdefault(method.lower(), [])
-        queue.extend(ApiError(error_code, description, parameters) for _ in range(times))
+        queue.extend([None] * skip + [ApiError(error_code, description, parameters) for _ in range(times)])
 
     def hold_next(self, method: str, skip: int = 0) -> Hold:
         """Stall a coming call of ``method`` (the next one after ``skip`` others), recorded but never answered
@@ -984,8 +985,9 @@ class FakeTelegram:
         self._notify()
         try:
             failures = self._failures.get(canonical.lower())
-            if failures:
-                raise failures.pop(0)
+            failure = failures.pop(0) if failures else None
+            if failure is not None:
+                raise failure
             holds = self._holds.get(canonical.lower())
             hold = holds.pop(0) if holds else None
             if hold is not None:
