@@ -1,6 +1,9 @@
 """`stembot web`: serves job result files from the file store (`FileStore`) at signed, expiring links.
 
-Routes: `GET|HEAD /d/{job_id}/{filename}?e=<expires>&s=<signature>` (with Range support) and `GET /healthz`.
+Routes: `GET|HEAD /d/{job_id}/{filename}?e=<expires>&s=<signature>` (with Range support), `GET /healthz`, and
+`GET /metrics` (Prometheus) only with `Authorization: Bearer <STEMBOT_METRICS_TOKEN>`: 401 without it, and not
+served at all (404) when no token is set. `STEMBOT_METRICS_PORT` adds a listener serving just `/metrics` (no token)
+and `/healthz`, for a private network.
 Refusals say nothing: 403 for a malformed, forged or expired link (checked before touching the disk), 404 when a
 correctly signed link names no file.
 
@@ -10,9 +13,12 @@ The results page (`/r/{job_id}?e=&s=`, its zip, waveforms and `/static/` assets)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import logging
+import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 
 import redis.asyncio as aioredis
@@ -24,7 +30,7 @@ from bot.links import verify
 from bot.web_pages import ResultsPages
 from bot.web_pages.fs import attachment as _attachment
 from separation_worker.contract import metrics
-from stembot.settings import Settings
+from stembot.settings import Settings, SettingsError
 from storage.files import FileStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,42 @@ def _utc_now() -> datetime:
 
 def _refuse(status: int) -> web.Response:
     return web.Response(status=status, text="forbidden" if status == 403 else "not found")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _prometheus(request: web.Request) -> web.Response:
+    try:
+        values = await metrics.snapshot(request.app[REDIS])
+    except RedisError:
+        return web.Response(status=503, text="redis unavailable\n")
+    return web.Response(text=metrics.prometheus_text(values), content_type="text/plain", charset="utf-8")
+
+
+def _token_required(token: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """/metrics behind `Authorization: Bearer <token>`, compared in constant time."""
+    expected = token.encode("utf-8")
+
+    async def guarded(request: web.Request) -> web.Response:
+        scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        given = credentials.strip().encode("utf-8", "surrogateescape")
+        # compare_digest always runs, so a wrong scheme takes no less time than a wrong token.
+        if not hmac.compare_digest(given, expected) or scheme.lower() != "bearer":
+            return web.Response(status=401, text="unauthorized\n", headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
+        return await _prometheus(request)
+
+    return guarded
+
+
+def _redis_client(settings: Settings):
+    async def redis_client(app: web.Application) -> AsyncIterator[None]:
+        app[REDIS] = aioredis.from_url(settings.redis_url)
+        yield
+        await app[REDIS].aclose()
+
+    return redis_client
 
 
 class _FileResponse(web.FileResponse):
@@ -102,35 +144,57 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
             "X-Content-Type-Options": "nosniff",
         })
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def prometheus(request: web.Request) -> web.Response:
-        try:
-            values = await metrics.snapshot(request.app[REDIS])
-        except RedisError:
-            return web.Response(status=503, text="redis unavailable\n")
-        return web.Response(text=metrics.prometheus_text(values), content_type="text/plain", charset="utf-8")
-
-    async def redis_client(app: web.Application):
-        app[REDIS] = aioredis.from_url(settings.redis_url)
-        yield
-        await app[REDIS].aclose()
-
     app = web.Application()
-    app.cleanup_ctx.append(redis_client)
+    app.cleanup_ctx.append(_redis_client(settings))
     app.router.add_get("/d/{job_id}/{filename}", download)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/healthz", _healthz)
+    if settings.metrics_token:  # public port: never open; without a token only STEMBOT_METRICS_PORT serves it
+        app.router.add_get("/metrics", _token_required(settings.metrics_token))
     ResultsPages(secret_key, files, settings.file_ttl_hours, now).register(app)
+    return app
+
+
+def create_metrics_app(settings: Settings) -> web.Application:
+    """The STEMBOT_METRICS_PORT listener's app: `/metrics` with no token, and `/healthz`; nothing else."""
+    app = web.Application()
+    app.cleanup_ctx.append(_redis_client(settings))
+    app.router.add_get("/metrics", _prometheus)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+def _with_metrics_port(app: web.Application, settings: Settings, host: str) -> web.Application:
+    """With STEMBOT_METRICS_PORT set, `app` also runs the metrics listener while it runs (same host)."""
+    port = settings.metrics_port
+    if port is None:
+        return app
+
+    @contextlib.asynccontextmanager
+    async def metrics_listener(_: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(create_metrics_app(settings), access_log_class=AccessLogger)
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise SettingsError(f"STEMBOT_METRICS_PORT: cannot listen on {host}:{port} ({reason}): "
+                                    "choose another port, or unset it") from None
+            log.info("serving metrics on %s:%d", host, port)
+            yield
+        finally:
+            await runner.cleanup()
+
+    app.cleanup_ctx.append(metrics_listener)
     return app
 
 
 async def serve(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> None:
     """Serve until cancelled, for callers that already run an event loop."""
-    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
-    await runner.setup()
+    app = _with_metrics_port(create_app(settings), settings, host)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
     try:
+        await runner.setup()  # starts the metrics listener, if any
         await web.TCPSite(runner, host, port).start()
         log.info("serving download links on %s:%d", host, port)
         await asyncio.Event().wait()
@@ -140,4 +204,5 @@ async def serve(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> 
 
 def run(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> None:
     """Blocking entry point for `stembot web`: serves until SIGINT/SIGTERM, then shuts down cleanly."""
-    web.run_app(create_app(settings), host=host, port=port, access_log_class=AccessLogger)
+    app = _with_metrics_port(create_app(settings), settings, host)
+    web.run_app(app, host=host, port=port, access_log_class=AccessLogger)

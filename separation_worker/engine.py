@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class SeparationEngine:
         self.model_dir = Path(model_dir)
         self.run = run
         self._models: list[loader.LoadedModel] = []
+        self._compiled: dict[int, _Compiled] = {}  # by id(model): the models still running compiled
 
     @classmethod
     def from_settings(cls, settings, device: str | None = None) -> SeparationEngine:
@@ -53,8 +55,16 @@ class SeparationEngine:
     def loaded(self) -> bool:
         return len(self._models) == len(self.ensemble.members)
 
-    def load(self, allow_download: bool = True, on_download: Callable[[ModelSpec], None] | None = None) -> None:
-        """Load every model (downloading what is missing); a no-op once loaded."""
+    def load(
+        self,
+        allow_download: bool = True,
+        on_download: Callable[[ModelSpec], None] | None = None,
+        warm_up: bool = True,
+    ) -> None:
+        """Load every model (downloading what is missing); a no-op once loaded.
+
+        With compilation on, `warm_up` compiles each model now rather than during the first song.
+        """
         if self.loaded:
             return
         if self.run.compile:
@@ -65,26 +75,52 @@ class SeparationEngine:
             if self.run.device.type == "cuda":
                 _allow_flash_attention(model.module)
             if self.run.compile and model.family in loader.ROFORMER_FAMILIES:
-                _compile_transformers(model)
-                self._warm_up(model)
+                compiled = _compile_transformers(model)
+                if compiled is not None:
+                    self._compiled[id(model)] = compiled
+                    if warm_up:
+                        self._warm_up(model)
             self._models.append(model)
 
     def _warm_up(self, model: loader.LoadedModel) -> None:
-        """Compile now (about a minute per model on first use) rather than on the first user's song."""
+        """Compile now (about a minute per model on first use) rather than on the first user's song.
+
+        torch.compile is lazy: a missing C compiler or a backend bug only shows at this first call,
+        where separate_model's guard turns it into eager running.
+        """
         silence = torch.zeros(2, model.chunking.chunk_size, device=self.run.device)
         self.separate_model(model, silence)
+
+    def _fall_back_to_eager(self, model: loader.LoadedModel, exc: BaseException) -> None:
+        compiled = self._compiled.pop(id(model))
+        compiled.revert()
+        _warn_compile_failed(model.spec.name, exc)
 
     def separate_model(
         self, model: loader.LoadedModel, mix: torch.Tensor, progress: Callable[[float], None] | None = None
     ) -> dict[str, torch.Tensor]:
         """One model over the whole song: {stem name: (2, n) float32 tensor on the device}."""
 
-        def forward(batch: torch.Tensor) -> torch.Tensor:
+        def call(batch: torch.Tensor) -> torch.Tensor:
             autocast = (
                 torch.autocast("cuda", dtype=torch.float16) if self.run.fp16 else contextlib.nullcontext()
             )
             with autocast:
                 return model.module(batch)
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            if id(model) not in self._compiled:
+                return call(batch)
+            try:
+                return call(batch)
+            except torch.OutOfMemoryError:
+                raise  # the batch, not the compiler: eager would need the same memory
+            except Exception as exc:
+                # Compile errors come as many types (dynamo's, inductor's, Triton's RuntimeErrors, a missing
+                # compiler); any failure of a compiled call gets one eager rerun, and a real model error
+                # then raises from the eager call itself.
+                self._fall_back_to_eager(model, exc)
+            return call(batch)
 
         stems = run_chunked(
             forward,
@@ -162,11 +198,59 @@ def _allow_flash_attention(module: torch.nn.Module) -> None:
             sub.cuda_config = FlashAttentionConfig(True, True, True)
 
 
-def _compile_transformers(model: loader.LoadedModel) -> None:
-    """Regional torch.compile of the repeated transformer blocks (the bulk of a Roformer's time)."""
+@dataclass
+class _Compiled:
+    """A model's compiled transformer blocks, with what each block's `forward` was, to undo it."""
+
+    blocks: list[tuple[torch.nn.Module, Callable | None]] = field(default_factory=list)
+
+    def revert(self) -> None:
+        for block, own_forward in self.blocks:
+            if own_forward is None:
+                del block.forward  # back to the class's forward
+            else:
+                block.forward = own_forward
+
+
+def _compile_transformers(model: loader.LoadedModel) -> _Compiled | None:
+    """Regional torch.compile of the repeated transformer blocks (the bulk of a Roformer's time).
+
+    Each block's `forward` is replaced by its compiled version (state-dict keys unchanged), so undoing
+    it needs nothing private to torch.
+    """
+    compiled = _Compiled()
     try:
         for layer in model.module.layers:  # type: ignore[union-attr]
-            for transformer in layer:
-                transformer.compile()
-    except Exception as exc:  # an old torch or an unsupported backend: eager still works
-        log.warning("torch.compile unavailable for %s, running eagerly: %s", model.spec.name, exc)
+            for block in layer:
+                compiled.blocks.append((block, vars(block).get("forward")))
+                block.forward = torch.compile(block.forward)
+    except Exception as exc:  # an old torch, an unsupported Python or backend: eager still works
+        compiled.revert()
+        _warn_compile_failed(model.spec.name, exc)
+        return None
+    return compiled
+
+
+def _warn_compile_failed(name: str, exc: BaseException) -> None:
+    # `stembot -v` puts the root logger at INFO (the worker's own loggers are at INFO either way).
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    log.warning("torch.compile failed for %s (%s), running eagerly", name, _short_reason(exc),
+                exc_info=exc if verbose else None)
+
+
+_NAMED = re.compile(r"[A-Za-z_][\w.]*: ")
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost cause's type and first line: dynamo's own message is a paragraph of advice."""
+    root = exc
+    while True:
+        inner = root.__cause__ or (None if root.__suppress_context__ else root.__context__)
+        if inner is None or not str(inner).strip():
+            break
+        root = inner
+    lines = str(root).strip().splitlines()
+    first = lines[0] if lines else ""
+    # Inductor's message already starts with the type it wraps ("InvalidCxxCompiler: No working C++ ...").
+    reason = first if _NAMED.match(first) else f"{type(root).__name__}: {first}" if first else type(root).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
