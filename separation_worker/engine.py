@@ -39,9 +39,10 @@ class EnsembleOutput:
 
 
 class SeparationEngine:
-    def __init__(self, ensemble: Ensemble, model_dir: Path, run: RunConfig):
+    def __init__(self, ensemble: Ensemble, model_dir: Path, run: RunConfig, model_mirror: str = ""):
         self.ensemble = ensemble
         self.model_dir = Path(model_dir)
+        self.model_mirror = model_mirror  # where missing models are fetched from ("": the zoo's hosts)
         self.run = run
         self._models: list[loader.LoadedModel] = []
         self._compiled: dict[int, _Compiled] = {}  # by id(model): the models still running compiled
@@ -49,7 +50,7 @@ class SeparationEngine:
     @classmethod
     def from_settings(cls, settings, device: str | None = None) -> SeparationEngine:
         run = run_config(device or settings.device, settings.batch_size, settings.compile)
-        return cls(parse_ensemble(settings.ensemble), settings.model_dir, run)
+        return cls(parse_ensemble(settings.ensemble), settings.model_dir, run, settings.model_mirror)
 
     @property
     def loaded(self) -> bool:
@@ -71,7 +72,7 @@ class SeparationEngine:
             # Keep compiled kernels next to the models so a restart reuses them.
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.model_dir / "torchinductor"))
         for spec in self.ensemble.members:
-            model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download)
+            model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download, self.model_mirror)
             if self.run.device.type == "cuda":
                 _allow_flash_attention(model.module)
             if self.run.compile and model.family in loader.ROFORMER_FAMILIES:
