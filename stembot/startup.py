@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, RedisError
+
+from separation_worker.contract.network_errors import network_cause
 
 from .redaction import scrub
 from .settings import SettingsError
@@ -45,21 +44,5 @@ def redis_address(redis_url: str) -> str:
 
 def network_reason(exc: BaseException) -> str:
     """A short cause of a failed connection ("Connection refused", "timed out", a DNS failure), from anywhere
-    in the exception's chain: libraries wrap the socket error in their own, with wordier messages."""
-    for error in _chain(exc):
-        if isinstance(error, socket.gaierror):
-            return f"cannot resolve the host name: {error.strerror}"
-        if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
-            return "timed out"
-        if isinstance(error, OSError) and error.errno and error.errno > 0:
-            return os.strerror(error.errno)
-    return scrub(str(exc)) or type(exc).__name__
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
+    in the exception's chain; else the exception's own text, scrubbed of secrets."""
+    return network_cause(exc) or scrub(str(exc)) or type(exc).__name__

@@ -151,3 +151,25 @@ def test_analyze_bad_file(tmp_path, cli_env):
     bad.write_bytes(b"nope" * 10)
     proc = run_cli(["analyze", str(bad), "--json"], cli_env)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_models_list_in_an_empty_folder_fails_and_says_what_to_run(tmp_path, cli_env):
+    proc = run_cli(["models", "list"], {**cli_env, "STEMBOT_MODEL_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 1
+    assert proc.stdout.count("[missing]") == 3
+    assert proc.stdout.splitlines()[-1] == "3 of 3 models are missing or damaged: run `stembot models download`"
+
+
+def test_separate_with_no_models_and_no_network_is_one_line(tmp_path, cli_env):
+    from tests.service_support import free_port
+
+    song = write_audio(tmp_path / "song.wav", music(2.0))
+    empty = tmp_path / "no-models"
+    env = {**cli_env, "STEMBOT_MODEL_DIR": str(empty), "STEMBOT_MODEL_MIRROR": f"http://127.0.0.1:{free_port()}"}
+    proc = run_cli(["separate", str(song), "--out", str(tmp_path / "out")], env)
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "model_bs_roformer_ep_317_sdr_12.9755.ckpt is missing from" in lines[0]
+    assert str(empty) in lines[0] and "`stembot models download`" in lines[0] and "Connection refused" in lines[0]
+    assert not any(p.name.endswith(".part") for p in empty.iterdir())

@@ -6,8 +6,9 @@ with no network access (once checked sound); otherwise they are downloaded first
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,18 +64,22 @@ def ensure_files(
     on_download: Callable[[ModelSpec], None] | None = None,
     mirror: str = "",
 ) -> None:
-    """Stop with one line unless both files are there and sound; fetch missing ones when allowed."""
+    """Stop with one line unless both files are there and sound; fetch missing ones when allowed.
+
+    A damaged file is not replaced here: it may be an operator's copy still under way; `stembot models download`
+    replaces it.
+    """
     states = inventory.files_of(spec, model_dir)
     damaged = [state for state in states if state.damaged]
     if damaged:
         raise ModelError(damaged[0].problem_line())
-    if not any(state.missing for state in states):
+    if all(state.present for state in states):
         return
     if not allow_download:
         raise ModelError(next(state for state in states if state.missing).problem_line())
     if on_download:
         on_download(spec)
-    download(spec, model_dir, mirror)
+    download(spec, model_dir, mirror)  # DownloadFailed: one line naming the file, the folder and what to do
 
 
 def read_config(path: Path) -> dict:
@@ -106,8 +111,10 @@ def build_module(family: str, config: dict, checkpoint: Path | None) -> torch.nn
         if checkpoint is None:
             checkpoint = Path("/nonexistent/random-init.ckpt")  # RoformerLoader skips a missing file
         from audio_separator.separator.roformer.roformer_loader import RoformerLoader
+        from audio_separator.separator.roformer.roformer_loader import logger as roformer_loader_log
 
-        result = RoformerLoader().load_model(model_path=str(checkpoint), config=config, device="cpu")
+        with _quiet(roformer_loader_log):  # it logs each failed attempt at ERROR; load() reports in one line
+            result = RoformerLoader().load_model(model_path=str(checkpoint), config=config, device="cpu")
         if not getattr(result, "success", False) or getattr(result, "model", None) is None:
             raise ModelError(f"could not build {checkpoint.name}: {getattr(result, 'error_message', 'unknown error')}")
         return result.model
@@ -122,6 +129,16 @@ def build_module(family: str, config: dict, checkpoint: Path | None) -> torch.nn
     return module
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def load(
     spec: ModelSpec,
     model_dir: Path,
@@ -134,14 +151,15 @@ def load(
     config = read_config(model_dir / spec.config)
     family = detect_family(config)
     roles = resolve_roles(config, spec.vocals_stem, spec.name)
+    checkpoint = model_dir / spec.checkpoint
     try:
-        module = build_module(family, config, model_dir / spec.checkpoint)
-    except ModelError:
-        raise
-    except Exception as exc:  # whole, but not this architecture's weights (or damaged past what the CRCs catch)
-        inventory.forget(model_dir / spec.checkpoint)
-        raise ModelError(f"{spec.name}: {spec.checkpoint} in {model_dir} is damaged or not this model's checkpoint "
-                         f"({type(exc).__name__}): run `stembot models download` to fetch it again") from exc
+        module = build_module(family, config, checkpoint)
+    except Exception as exc:  # whole (its CRCs passed) but not weights of the architecture its YAML describes
+        log.info("%s: %s does not load: %s", spec.name, spec.checkpoint, exc)
+        reason = f"its weights do not fit {spec.config}"
+        inventory.mark_damaged(checkpoint, reason)  # so `models list` shows it and `models download` replaces it
+        raise ModelError(inventory.FileState(spec.name, spec.checkpoint, model_dir, inventory.FileStatus.DAMAGED,
+                                             reason).problem_line()) from exc
     module.to(device).eval()
     log.info("loaded %s (%s) on %s", spec.name, family, device)
     return LoadedModel(
