@@ -127,6 +127,19 @@ def test_reads_a_result_json_written_before_the_manifest():
     assert new == old
 
 
+def test_the_songs_artist_and_track_round_trip_and_are_optional():
+    tagged = dataclasses.replace(sample(), title="The Midnight - Night Drive", artist="The Midnight", track="Night Drive")
+    data = json.loads(tagged.to_json())
+    assert (data["title"], data["artist"], data["track"]) == ("The Midnight - Night Drive", "The Midnight", "Night Drive")
+    assert Manifest.from_json(tagged.to_json()) == tagged
+    assert tagged.stem_title("vocals") == "Night Drive (Vocals)"  # the stem's title tag: the track, not the title
+    # Unknown: not written (result.json keeps the layout it had), read back as None; blank is unknown too.
+    assert "artist" not in json.loads(sample().to_json()) and "track" not in json.loads(sample().to_json())
+    old = Manifest.from_json(OLD_RESULT_JSON)
+    assert (old.artist, old.track, old.stem_title("instrumental")) == (None, None, "Déjà Vu (Instrumental)")
+    assert dataclasses.replace(sample(), artist="  ", track="") == sample()
+
+
 def test_reads_older_shapes_and_a_stem_list():
     old = json.loads(OLD_RESULT_JSON)
     # A stem that named only its primary file (before `files`), and missing analysis (unknown).

@@ -256,3 +256,33 @@ async def test_throttled_status_always_shows_the_latest_text():
     await status.show("c")
     status.cancel()
     assert edits == ["a", "c"]
+
+
+async def test_command_menu_is_set_at_start_and_matches_the_handlers(fake, bot):
+    """setMyCommands at start: everyone's menu, and the admin commands in each admin's own chat; the menu offers
+    exactly the commands the bot answers (/start, sent by Telegram's Start button, is answered but not listed)."""
+    from telegram.ext import CommandHandler
+
+    from bot.telegram.app import ADMIN_COMMANDS, COMMANDS
+
+    calls = fake.calls_of("setMyCommands")
+    everyone = [{"command": c.command, "description": c.description} for c in COMMANDS]
+    assert calls[0]["commands"] == everyone and not calls[0].get("scope")
+    assert [c.command for c in COMMANDS] == ["help", "quota", "pro", "link", "cancel"]
+    admins = next(c for c in calls if c.get("scope"))
+    assert admins["scope"] == {"type": "chat", "chat_id": ADMIN} and [c["command"] for c in admins["commands"]] == [
+        c.command for c in ADMIN_COMMANDS] == ["help", "quota", "pro", "link", "cancel", "grant", "revoke"]
+    answered = {name for group in bot.app.handlers.values() for h in group if isinstance(h, CommandHandler)
+                for name in h.commands}
+    assert answered == {c.command for c in ADMIN_COMMANDS} | {"start"}
+    start = fake.calls.index(next(c for c in fake.calls if c.method == "setMyCommands"))
+    assert [c.method for c in fake.calls[:start]] == ["getMe"]  # set before polling began
+
+
+async def test_stems_of_an_untagged_song_have_no_performer(fake, bot, worker, tmp_path):
+    """No artist known: Telegram is given none (it shows the title alone), rather than "StemBot"."""
+    fake.send_audio(ALICE, write_audio(tmp_path / "demo.mp3", music(2.0, level=0.4)).read_bytes(), filename="demo.mp3")
+    await wait_for_summary(fake, ALICE)
+    sent = [c for c in fake.calls if c.method == "sendAudio"]
+    assert [c.params["title"] for c in sent] == ["demo (Vocals)", "demo (Instrumental)"]
+    assert all("performer" not in c.params for c in sent)
