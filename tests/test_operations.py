@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -107,7 +108,7 @@ async def test_heartbeat_files(tmp_path):
     beat = Heartbeat(tmp_path, "telegram", detail="@stembot")
     assert not read_health(tmp_path, "telegram").healthy
     beat.start()
-    await __import__("asyncio").sleep(0.05)
+    await asyncio.sleep(0.05)
     health = read_health(tmp_path, "telegram")
     assert health.healthy and "@stembot" in health.summary
     assert not read_health(tmp_path, "telegram", now=time.time() + 120).healthy  # three missed beats
