@@ -10,8 +10,10 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # (model index, model name, fraction of that model's chunks done)
 ModelProgress = Callable[[int, str, float], None]
+# Seconds a separation has queued so far for the device, behind other jobs'; may raise to give up its place.
+DeviceWait = Callable[[float], None]
+WAIT_REPORT_S = 0.5  # how often a queued separation hears how long it has waited
 
 
 @dataclass
@@ -46,6 +51,7 @@ class SeparationEngine:
         self.run = run
         self._models: list[loader.LoadedModel] = []
         self._compiled: dict[int, _Compiled] = {}  # by id(model): the models still running compiled
+        self.device_lock = DeviceLock()  # one separation on the device at a time (a worker runs several jobs)
 
     @classmethod
     def from_settings(cls, settings, device: str | None = None) -> SeparationEngine:
@@ -152,7 +158,19 @@ class SeparationEngine:
             vocals = mix - accompaniment
         return vocals, accompaniment if accompaniment is not None else mix - vocals
 
-    def separate(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
+    def separate(
+        self, mix: np.ndarray, progress: ModelProgress | None = None, waiting: DeviceWait | None = None
+    ) -> EnsembleOutput:
+        """The ensemble over one song, holding the device: concurrent calls take turns, first come first served.
+
+        `waiting` hears how long this call has queued behind others (every WAIT_REPORT_S, then the total once
+        its turn came); it is never called when the device was free.
+        """
+        with self.device_lock.hold(waiting):
+            return self.run_ensemble(mix, progress)
+
+    def run_ensemble(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
+        """The separation itself; the caller holds `device_lock` (`separate` does)."""
         self.load()
         x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.run.device)
         vocals = torch.zeros_like(x)
@@ -183,6 +201,62 @@ class SeparationEngine:
         return [
             {"name": m.name, "checkpoint": m.checkpoint, "weight": m.weight} for m in self.ensemble.members
         ]
+
+
+class DeviceLock:
+    """A critical section granted in arrival order (FIFO), unlike threading.Lock; a waiter may give up its place."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._turns: deque[threading.Event] = deque()  # the waiters, oldest first
+        self._held = False
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are queued for it now."""
+        return len(self._turns)
+
+    @contextlib.contextmanager
+    def hold(self, waiting: DeviceWait | None = None) -> Iterator[None]:
+        waited = self._acquire(waiting)
+        try:
+            if waited is not None and waiting is not None:
+                waiting(waited)  # the total: may still raise (a timeout), then the turn passes on
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self, waiting: DeviceWait | None) -> float | None:
+        """Seconds waited, or None when it was free."""
+        with self._guard:
+            if not self._held and not self._turns:
+                self._held = True
+                return None
+            turn = threading.Event()
+            self._turns.append(turn)
+        started = time.monotonic()
+        try:
+            while not turn.wait(WAIT_REPORT_S):
+                if waiting is not None:
+                    waiting(time.monotonic() - started)
+        except BaseException:
+            with self._guard:
+                if turn.is_set():  # handed to us just as we gave up: hand it on
+                    self._hand_on()
+                else:
+                    self._turns.remove(turn)
+            raise
+        return time.monotonic() - started
+
+    def _release(self) -> None:
+        with self._guard:
+            self._hand_on()
+
+    def _hand_on(self) -> None:  # with _guard held
+        if self._turns:
+            self._turns.popleft().set()  # stays held: the next waiter owns it now
+        else:
+            self._held = False
 
 
 def _synchronize(device: torch.device) -> None:

@@ -66,7 +66,15 @@ def separate_song(
         def on_model(index: int, name: str, fraction: float) -> None:
             emit(ProgressEvent("separate", (index + fraction) / n_models, name, fraction))
 
-        separated = engine.separate(audio.samples, on_model)
+        waited = 0.0
+
+        def on_wait(seconds: float) -> None:  # queued behind another job's separation (a worker runs several)
+            nonlocal waited
+            waited = seconds
+            emit(ProgressEvent("separate", 0.0, device_wait=seconds))
+
+        separated = engine.separate(audio.samples, on_model, waiting=on_wait)
+    timings["separate"] -= waited  # the device's time for this song; `total` keeps the wait
     for name, seconds in separated.seconds_per_model.items():
         timings[f"separate.{name}"] = seconds
 

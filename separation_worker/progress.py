@@ -15,6 +15,7 @@ class ProgressEvent:
     detail: str = ""  # e.g. the model running during "separate"
     detail_fraction: float | None = None  # 0..1 within `detail` (that model's chunks)
     duration: float | None = None  # the song's length, once decoded
+    device_wait: float | None = None  # seconds queued so far for the device behind other jobs ("separate")
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
