@@ -3,7 +3,9 @@
 SQLite is the record: the job moves queued -> running -> done | failed there, and every
 failure is refunded (bad input costs nothing; our own failures neither). Progress goes to
 Redis for watchers. The pipeline itself runs in a thread, so the event loop stays free for
-arq's bookkeeping and our heartbeat.
+arq's bookkeeping and our heartbeat — and for the worker's other jobs: a worker runs a few at once,
+which take turns on the device (the engine's lock), so one job's fetch, decode and CPU stages overlap
+another's separation. Time a job spends queued for the device is not counted against its limit.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,9 +39,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 class JobTimeout(Exception):
     pass
+
+
+class JobAbandoned(Exception):
+    """The attempt's task was cancelled (arq's own time limit, the worker stopping): its thread stops too."""
 
 
 class Retry(Exception):
@@ -97,31 +103,41 @@ class JobRunner:
         outputs = self.files.outputs(job.id)
         source = spec.url if spec.source is SourceKind.LINK and spec.url else self._upload_path(job.id, spec)
         started = time.monotonic()
-        deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
+        limit = settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
+        waited = 0.0  # queued for the device behind the worker's other jobs: not this job's own time
+        abandoned = threading.Event()
 
         def on_progress(event: ProgressEvent) -> None:  # runs in the pipeline's thread
-            nonlocal deadline
+            nonlocal limit, waited
+            if abandoned.is_set():
+                raise JobAbandoned()  # frees the device, or the place in its queue, for the others
             if event.duration is not None:  # now the limit can scale with the song's real length
-                deadline = started + settings.job_timeout_base_s + settings.job_timeout_factor * event.duration
-            if time.monotonic() > deadline:
+                limit = settings.job_timeout_base_s + settings.job_timeout_factor * event.duration
+            if event.device_wait is not None:
+                waited = event.device_wait
+            if time.monotonic() - started - waited > limit:
                 raise JobTimeout()
             state = STAGE_TO_STATE.get(event.stage)
             if state:
                 asyncio.run_coroutine_threadsafe(publisher.publish(state, event.fraction), loop)
 
-        manifest = await asyncio.to_thread(
-            functools.partial(
-                separate_song,
-                source,
-                outputs,
-                self.engine,
-                settings,
-                fmt=spec.formats,
-                progress=on_progress,
-                allow_private_urls=self.settings.allow_private_urls,
-                keep_original=spec.keep_original,
+        try:
+            manifest = await asyncio.to_thread(
+                functools.partial(
+                    separate_song,
+                    source,
+                    outputs,
+                    self.engine,
+                    settings,
+                    fmt=spec.formats,
+                    progress=on_progress,
+                    allow_private_urls=self.settings.allow_private_urls,
+                    keep_original=spec.keep_original,
+                )
             )
-        )
+        except asyncio.CancelledError:
+            abandoned.set()  # a thread can't be cancelled: it stops at its next progress event
+            raise
         await asyncio.to_thread(self.files.remove_inputs, job.id)  # the upload is no longer needed
         return manifest
 

@@ -1,8 +1,14 @@
 """The arq worker: models loaded once in on_startup and kept warm; jobs drained from Redis.
 
 Run one per GPU (`stembot worker`); any number on any machines can share one Redis. A worker
-killed mid-job (SIGKILL, OOM, machine loss) stops refreshing its claim on the job, so another
-worker takes it over within a few heartbeats.
+killed mid-job (SIGKILL, OOM, machine loss) stops refreshing its claims on its jobs, so another
+worker takes each over within a few heartbeats.
+
+A worker runs `jobs_per_worker` jobs at once (arq's max_jobs), each with its own claim heartbeat:
+they take turns on the device (the engine's FIFO lock around `separate`), so the GPU separates one
+song while the others download, decode, normalize, analyze and encode. Memory is bounded by that
+number: each job holds at most its own song (decoded audio, stems) in RAM, and only the job holding
+the device uses device memory.
 """
 
 from __future__ import annotations
@@ -103,11 +109,14 @@ async def _maintenance(ctx: dict[str, Any]) -> None:
 def worker_settings(settings, engine: SeparationEngine | None = None) -> type:
     """arq WorkerSettings for these settings (the engine may be passed in already loaded)."""
     longest_job = settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
+    # arq's own limit is a backstop; the runner enforces a limit scaled to the song's length, not counting
+    # the time queued for the device behind this worker's other jobs (first come first served: at most
+    # jobs_per_worker - 1 of them, each within its own limit).
+    backstop = longest_job * settings.jobs_per_worker + 600
 
     class WorkerSettings:
         functions = [
-            # arq's own limit is a backstop; the runner enforces a limit scaled to the song's length.
-            func(separate_job, name=queue.JOB_FUNCTION, timeout=longest_job + 600, max_tries=settings.max_attempts + 1),
+            func(separate_job, name=queue.JOB_FUNCTION, timeout=backstop, max_tries=settings.max_attempts + 1),
         ]
         on_startup = startup
         on_shutdown = shutdown

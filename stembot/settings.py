@@ -89,7 +89,9 @@ class Settings:
     pro_songs_per_day: int = 20
     file_ttl_hours: float = 24.0
     allow_private_urls: bool = False  # tests fetch from 127.0.0.1; production refuses private addresses
-    jobs_per_worker: int = 1  # concurrent jobs per worker process (one per GPU by default)
+    # Jobs one worker process runs at once: they take turns on its device, so one separates while the others
+    # fetch, decode and run the CPU stages. Memory grows with it (each job holds its own song).
+    jobs_per_worker: int = 2
     max_attempts: int = 3  # a job that keeps failing (worker lost, crashes) ends as failed, refunded
     job_timeout_base_s: float = 300.0
     job_timeout_factor: float = 3.0  # plus this many seconds per second of audio
