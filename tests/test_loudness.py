@@ -76,3 +76,31 @@ def test_clip_shorter_than_a_gating_block():
     y, report = loudness.normalize(x, SR)
     assert not report.silent
     assert loudness.true_peak_dbtp(y) <= -1.0 + 1e-3
+
+
+@pytest.mark.parametrize("level", [4.0, 1.0, 0.15], ids=["very-loud", "loud", "very-quiet"])
+@pytest.mark.parametrize("ceiling", [-1.0, -1.5])
+def test_same_results_as_the_reference_tools(level, ceiling):
+    """The fast meter, true peak and limiter agree with pyloudnorm + resample_poly recomputed per pass."""
+    from tests.support import reference_loudness
+
+    x = drums_and_tone(level, seconds=6.0)
+    y, report = loudness.normalize(x, SR, ceiling_dbtp=ceiling)
+    y_ref, ref = reference_loudness.normalize(x, SR, ceiling_dbtp=ceiling)
+    assert report.limited == ref.limited
+    for ours, theirs in ((report.lufs_before, ref.lufs_before), (report.lufs_after, ref.lufs_after),
+                         (report.true_peak_before_dbtp, ref.true_peak_before_dbtp),
+                         (report.true_peak_after_dbtp, ref.true_peak_after_dbtp), (report.gain_db, ref.gain_db)):
+        assert ours == pytest.approx(theirs, abs=0.05)
+    assert reference_loudness.integrated_loudness(y, SR) == pytest.approx(report.lufs_after, abs=0.05)
+    assert reference_loudness.true_peak_dbtp(y) <= ceiling + 1e-3
+
+
+def test_meter_matches_pyloudnorm_across_lengths():
+    from tests.support import reference_loudness
+
+    for seconds in (0.3, 0.43, 1.0, 7.3):
+        x = music(seconds, seed=4, level=0.3)
+        assert loudness.integrated_loudness(x, SR) == pytest.approx(
+            reference_loudness.integrated_loudness(x, SR), abs=0.01)
+        assert loudness.true_peak_dbtp(x) == pytest.approx(reference_loudness.true_peak_dbtp(x), abs=0.01)

@@ -1,8 +1,5 @@
-"""Loudness normalization per ITU-R BS.1770-4 / EBU R128, under a true-peak ceiling.
-
-Gain brings a stem's integrated loudness to the target; where that would push the true
-peak (4x oversampled) above the ceiling, a look-ahead limiter pulls those peaks down
-instead of lowering the whole stem, so loud stems still reach the target without clipping.
+"""The loudness stage as it was before issue 14, kept as an oracle: pyloudnorm and resample_poly,
+recomputed on every refinement pass (slow, but plainly the reference tools).
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import pyloudnorm
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
-from .contract.manifest import LoudnessReport  # the report is part of the manifest: plain data, defined there
+from separation_worker.contract.manifest import LoudnessReport
 
 OVERSAMPLE = 4  # BS.1770-4 Annex 2: 4x oversampling for true peak at 44.1/48 kHz
 LIMITER_LOOKAHEAD_S = 0.005

@@ -1,0 +1,6 @@
+"""Loudness: BS.1770-4 metering, true peak, and normalization of stems under a true-peak ceiling."""
+
+from .normalize import integrated_loudness, normalize
+from .true_peak import true_peak_dbtp
+
+__all__ = ["integrated_loudness", "normalize", "true_peak_dbtp"]

@@ -1,0 +1,83 @@
+"""Loudness normalization per ITU-R BS.1770-4 / EBU R128, under a true-peak ceiling.
+
+Gain brings a stem's integrated loudness to the target; where that would push the true peak
+(4x oversampled) above the ceiling, a look-ahead limiter pulls those peaks down instead of
+lowering the whole stem, so loud stems still reach the target without clipping.
+
+Each stem is K-weighted and oversampled once: a pure gain shifts loudness and true peak exactly,
+so only a pass that limits measures the audio again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..contract.manifest import LoudnessReport  # the report is part of the manifest: plain data, defined there
+from .limiter import limiter_gain
+from .meter import measure
+from .true_peak import TruePeaks, to_dbtp
+
+REFINE_PASSES = 4
+RELATIVE_SILENCE_LU = 40.0  # a stem this far below its song is leakage, not content
+ON_TARGET_LU = 0.05
+
+
+def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:
+    """BS.1770-4 gated integrated loudness in LUFS of (channels, n) audio; None when silent."""
+    return measure(samples, sample_rate).lufs()
+
+
+def normalize(
+    samples: np.ndarray,
+    sample_rate: int,
+    target_lufs: float = -14.0,
+    ceiling_dbtp: float = -1.0,
+    max_gain_db: float = 30.0,
+    silence_lufs: float = -60.0,
+    reference_lufs: float | None = None,
+) -> tuple[np.ndarray, LoudnessReport]:
+    """Return the stem at `target_lufs` (gain capped at `max_gain_db`) with true peak <= `ceiling_dbtp`.
+
+    A stem below `silence_lufs`, or more than RELATIVE_SILENCE_LU below the song it came from
+    (`reference_lufs`), counts as silent and is returned unchanged.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    energies = measure(samples, sample_rate)
+    before = energies.lufs()
+    peaks = TruePeaks(samples)
+    peak_before = to_dbtp(peaks.max())
+    if before is None or before < silence_lufs or (
+        reference_lufs is not None and before < reference_lufs - RELATIVE_SILENCE_LU
+    ):
+        # Near-silent (e.g. the vocals of an instrumental): amplifying it would only raise noise.
+        return samples, LoudnessReport(before, before, peak_before, peak_before, 0.0, False, True)
+
+    ceiling = 10 ** (ceiling_dbtp / 20)
+    gain_db = min(target_lufs - before, max_gain_db)
+    out, out_energies, limited, curve = samples, energies, False, None
+    for _ in range(REFINE_PASSES):
+        gain = 10 ** (gain_db / 20)
+        per_sample = peaks.above(ceiling / gain)
+        if per_sample.max() * gain > ceiling:
+            curve = limiter_gain(per_sample * np.float32(gain), ceiling, sample_rate)
+            out = samples * (np.float32(gain) * curve.gain)
+            out_energies, limited = measure(out, sample_rate), True
+        else:
+            out, out_energies, curve = samples * np.float32(gain), energies.scaled(gain), None
+        measured = out_energies.lufs()
+        if measured is None or abs(measured - target_lufs) < ON_TARGET_LU or gain_db >= max_gain_db:
+            break
+        # Limiting took some loudness away: ask for a little more gain and limit again.
+        gain_db = min(gain_db + (target_lufs - measured), max_gain_db)
+
+    # A pure gain scales the input's true peak; after limiting, only the limited spans are new.
+    gain = 10 ** (gain_db / 20)
+    final_peak = to_dbtp(peaks.max_after(gain, curve.gain, curve.touched) if curve else peaks.max() * gain)
+    if final_peak is not None and final_peak > ceiling_dbtp:  # resampling edge effects: the ceiling is a promise
+        trim = 10 ** ((ceiling_dbtp - final_peak - 0.01) / 20)
+        out, out_energies = out * np.float32(trim), out_energies.scaled(trim)
+        final_peak += 20 * math.log10(trim)
+    report = LoudnessReport(before, out_energies.lufs(), peak_before, final_peak, gain_db, limited, False)
+    return out.astype(np.float32, copy=False), report
