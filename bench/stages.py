@@ -76,7 +76,7 @@ def main() -> int:
         mix = vocals + instrumental
         reference, _ = best_of(args.repeats, lambda m=mix: pyloudnorm.Meter(SR).integrated_loudness(m.T.astype(np.float64)))
         stage, results = best_of(args.repeats, lambda i=instrumental, m=mix: loudness_stage(vocals, i, m))
-        limited = [r.limited for _, r in results]  # type: ignore[union-attr]
+        limited = [r.limited for _, r in results]  # type: ignore[union-attr,attr-defined]
         rows[name] = {"pyloudnorm_s": reference, "loudness_s": stage, "ratio": stage / reference, "limited": limited}
         print(f"  {name:<12} loudness (mix + both stems) {stage:6.2f} s · one pyloudnorm measurement of the mix "
               f"{reference:5.2f} s · ratio {stage / reference:4.1f}x (target <= 3x) · limited {limited}")
