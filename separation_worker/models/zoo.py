@@ -6,7 +6,8 @@ operators change it with STEMBOT_ENSEMBLE (inline JSON, or a .json/.yaml file).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -38,6 +39,10 @@ class Ensemble:
     def total_weight(self) -> float:
         return sum(m.weight for m in self.members)
 
+    def to_setting(self) -> str:
+        """As STEMBOT_ENSEMBLE would name it (JSON): what parse_ensemble reads back."""
+        return json.dumps([m.to_dict() for m in self.members])
+
 
 DEFAULT_ENSEMBLE = Ensemble(
     members=(
@@ -64,6 +69,25 @@ DEFAULT_ENSEMBLE = Ensemble(
         ),
     )
 )
+
+
+# Kim's Mel-Band Roformer alone: the ensemble's cheapest member (0.41 of its 8 TFLOP per second of audio),
+# for machines without a GPU.
+FAST_ENSEMBLE = Ensemble(members=(replace(DEFAULT_ENSEMBLE.members[1], weight=1.0),))
+
+# `stembot separate --preset NAME`. "default" is the configured ensemble (STEMBOT_ENSEMBLE, else the three above);
+# any other preset replaces it.
+DEFAULT_PRESET = "default"
+PRESETS: dict[str, Ensemble] = {DEFAULT_PRESET: DEFAULT_ENSEMBLE, "fast": FAST_ENSEMBLE}
+
+
+def ensemble_for(preset: str, configured: str = "") -> Ensemble:
+    """The ensemble a run uses: the configured one for the default preset, else the preset's own."""
+    if preset == DEFAULT_PRESET:
+        return parse_ensemble(configured)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
 
 
 def parse_ensemble(value: str) -> Ensemble:
