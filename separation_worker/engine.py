@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -20,8 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .inference.chunking import run_chunked
+from .inference import compiling, cost
+from .inference import device as device_setup
+from .inference.chunking import batches, plan, run_chunked
 from .inference.device import RunConfig, run_config
+from .inference.estimate import ModelCost
 from .models import loader
 from .models.zoo import Ensemble, ModelSpec, parse_ensemble
 
@@ -50,7 +52,8 @@ class SeparationEngine:
         self.model_mirror = model_mirror  # where missing models are fetched from ("": the zoo's hosts)
         self.run = run
         self._models: list[loader.LoadedModel] = []
-        self._compiled: dict[int, _Compiled] = {}  # by id(model): the models still running compiled
+        self._compiled: dict[int, compiling.Compiled] = {}  # by id(model): the models still running compiled
+        self._flops: dict[int, float | None] = {}  # by id(model): one chunk's FLOPs, once counted
         self.device_lock = DeviceLock()  # one separation on the device at a time (a worker runs several jobs)
 
     @classmethod
@@ -77,68 +80,114 @@ class SeparationEngine:
         if self.run.compile:
             # Keep compiled kernels next to the models so a restart reuses them.
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.model_dir / "torchinductor"))
+        device_setup.prepare(self.run)
         for spec in self.ensemble.members:
             model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download, self.model_mirror)
             if self.run.device.type == "cuda":
                 _allow_flash_attention(model.module)
-            if self.run.compile and model.family in loader.ROFORMER_FAMILIES:
-                compiled = _compile_transformers(model)
+            device_setup.keep_on_device(model, self.run.device)
+            if self.run.compile:
+                compiled = compiling.compile_model(model)
                 if compiled is not None:
                     self._compiled[id(model)] = compiled
                     if warm_up:
-                        self._warm_up(model)
+                        self.warm_up(model)
             self._models.append(model)
 
-    def _warm_up(self, model: loader.LoadedModel) -> None:
+    def warm_up(self, model: loader.LoadedModel) -> None:
         """Compile now (about a minute per model on first use) rather than on the first user's song.
 
-        torch.compile is lazy: a missing C compiler or a backend bug only shows at this first call,
-        where separate_model's guard turns it into eager running.
+        One batch of silence of the shape every song's batches have. torch.compile is lazy: a missing C
+        compiler or a backend bug only shows at this first call, where separate_model's guard turns it into
+        the next plan, or eager running.
         """
-        silence = torch.zeros(2, model.chunking.chunk_size, device=self.run.device)
-        self.separate_model(model, silence)
+        silence = torch.zeros(self.run.batch_size, 2, model.chunking.chunk_size, device=self.run.device)
+        with torch.inference_mode():
+            self._forward(model)(silence)
+        _synchronize(self.run.device)
 
-    def _fall_back_to_eager(self, model: loader.LoadedModel, exc: BaseException) -> None:
-        compiled = self._compiled.pop(id(model))
-        compiled.revert()
-        _warn_compile_failed(model.spec.name, exc)
+    def _fall_back(self, model: loader.LoadedModel, exc: BaseException) -> None:
+        """A compiled call failed: the model's next compile plan, or eager running after one warning."""
+        compiled = self._compiled[id(model)]
+        failed = compiled.label
+        if compiled.next_plan():
+            log.info("torch.compile of %s's %s failed (%s); compiling its %s only", model.spec.name, failed,
+                     compiling.short_reason(exc), compiled.label)
+            return
+        del self._compiled[id(model)]
+        compiling.warn_compile_failed(model.spec.name, exc)
 
     def separate_model(
         self, model: loader.LoadedModel, mix: torch.Tensor, progress: Callable[[float], None] | None = None
     ) -> dict[str, torch.Tensor]:
         """One model over the whole song: {stem name: (2, n) float32 tensor on the device}."""
-
-        def call(batch: torch.Tensor) -> torch.Tensor:
-            autocast = (
-                torch.autocast("cuda", dtype=torch.float16) if self.run.fp16 else contextlib.nullcontext()
-            )
-            with autocast:
-                return model.module(batch)
-
-        def forward(batch: torch.Tensor) -> torch.Tensor:
-            if id(model) not in self._compiled:
-                return call(batch)
-            try:
-                return call(batch)
-            except torch.OutOfMemoryError:
-                raise  # the batch, not the compiler: eager would need the same memory
-            except Exception as exc:
-                # Compile errors come as many types (dynamo's, inductor's, Triton's RuntimeErrors, a missing
-                # compiler); any failure of a compiled call gets one eager rerun, and a real model error
-                # then raises from the eager call itself.
-                self._fall_back_to_eager(model, exc)
-            return call(batch)
-
         stems = run_chunked(
-            forward,
+            self._forward(model),
             mix,
             model.chunking,
             num_stems=len(model.outputs),
             batch_size=self.run.batch_size,
             progress=(lambda done, total: progress(done / total)) if progress else None,
             fixed_batch=self.run.compile,
+            tail_fn=self._eager(model) if self.run.compile else None,
         )
         return dict(zip(model.outputs, stems))
+
+    def _call(self, model: loader.LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.run.fp16 else contextlib.nullcontext()
+        with autocast:
+            return model.module(batch)
+
+    def _forward(self, model: loader.LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            while id(model) in self._compiled:
+                try:
+                    return self._call(model, batch)
+                except torch.OutOfMemoryError:
+                    raise  # the batch, not the compiler: eager would need the same memory
+                except Exception as exc:
+                    # Compile errors come as many types (dynamo's, inductor's, Triton's RuntimeErrors, a missing
+                    # compiler); any failure of a compiled call reruns with the next plan, then eagerly, and a
+                    # real model error then raises from the eager call itself.
+                    self._fall_back(model, exc)
+            return self._call(model, batch)
+
+        return forward
+
+    def _eager(self, model: loader.LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model uncompiled, for a last batch too short to be worth zero-filling to the compiled shape."""
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            with torch.compiler.set_stance("force_eager"):
+                return self._call(model, batch)
+
+        return forward
+
+    def costs(self, length: int, members: tuple[ModelSpec, ...] | None = None) -> list[ModelCost]:
+        """What separating `length` samples costs each model (of `members`: [] unless all are loaded).
+
+        Counting a model's FLOPs (once) swaps its weights for a moment: ask from a separation's own progress
+        callback (between its batches, as inference/estimate.py does) or while none runs.
+        """
+        wanted = members if members is not None else self.ensemble.members
+        by_files = {(m.spec.checkpoint, m.spec.config): m for m in self._models}
+        models = [by_files.get((spec.checkpoint, spec.config)) for spec in wanted]
+        if not models or any(m is None for m in models):
+            return []
+        for model in models:
+            assert model is not None
+            if id(model) not in self._flops:
+                self._flops[id(model)] = cost.flops_per_chunk(model)
+        counted = all(self._flops[id(m)] for m in models if m is not None)
+        out = []
+        for model in models:
+            assert model is not None
+            chunks = len(plan(length, model.chunking).starts)
+            rows = sum(b.size for b in batches(chunks, self.run.batch_size, self.run.compile, self.run.compile))
+            # Where FLOPs could not be counted for every model, samples through the model stand in for them.
+            work = self._flops[id(model)] if counted else model.chunking.chunk_size
+            out.append(ModelCost(model.spec.name, chunks, rows, float(work or 0.0)))
+        return out
 
     def split_of(
         self, model: loader.LoadedModel, stems: dict[str, torch.Tensor], mix: torch.Tensor
@@ -271,61 +320,3 @@ def _allow_flash_attention(module: torch.nn.Module) -> None:
     for sub in module.modules():
         if hasattr(sub, "cuda_config") and getattr(sub, "flash", False):
             sub.cuda_config = FlashAttentionConfig(True, True, True)
-
-
-@dataclass
-class _Compiled:
-    """A model's compiled transformer blocks, with what each block's `forward` was, to undo it."""
-
-    blocks: list[tuple[torch.nn.Module, Callable | None]] = field(default_factory=list)
-
-    def revert(self) -> None:
-        for block, own_forward in self.blocks:
-            if own_forward is None:
-                del block.forward  # back to the class's forward
-            else:
-                block.forward = own_forward
-
-
-def _compile_transformers(model: loader.LoadedModel) -> _Compiled | None:
-    """Regional torch.compile of the repeated transformer blocks (the bulk of a Roformer's time).
-
-    Each block's `forward` is replaced by its compiled version (state-dict keys unchanged), so undoing
-    it needs nothing private to torch.
-    """
-    compiled = _Compiled()
-    try:
-        for layer in model.module.layers:  # type: ignore[union-attr]
-            for block in layer:
-                compiled.blocks.append((block, vars(block).get("forward")))
-                block.forward = torch.compile(block.forward)
-    except Exception as exc:  # an old torch, an unsupported Python or backend: eager still works
-        compiled.revert()
-        _warn_compile_failed(model.spec.name, exc)
-        return None
-    return compiled
-
-
-def _warn_compile_failed(name: str, exc: BaseException) -> None:
-    # `stembot -v` puts the root logger at INFO (the worker's own loggers are at INFO either way).
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
-    log.warning("torch.compile failed for %s (%s), running eagerly", name, _short_reason(exc),
-                exc_info=exc if verbose else None)
-
-
-_NAMED = re.compile(r"[A-Za-z_][\w.]*: ")
-
-
-def _short_reason(exc: BaseException) -> str:
-    """The innermost cause's type and first line: dynamo's own message is a paragraph of advice."""
-    root = exc
-    while True:
-        inner = root.__cause__ or (None if root.__suppress_context__ else root.__context__)
-        if inner is None or not str(inner).strip():
-            break
-        root = inner
-    lines = str(root).strip().splitlines()
-    first = lines[0] if lines else ""
-    # Inductor's message already starts with the type it wraps ("InvalidCxxCompiler: No working C++ ...").
-    reason = first if _NAMED.match(first) else f"{type(root).__name__}: {first}" if first else type(root).__name__
-    return reason if len(reason) <= 200 else reason[:197] + "..."

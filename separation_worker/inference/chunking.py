@@ -50,6 +50,33 @@ def window_for(params: ChunkingParams, device: torch.device) -> torch.Tensor:
     return torch.ones(params.chunk_size, dtype=torch.float32, device=device)
 
 
+@dataclass(frozen=True)
+class Batch:
+    first: int  # index of its first chunk in the plan
+    count: int  # the song's chunks in it
+    size: int  # rows the model is given: count, or more where zero-filled to the compiled shape
+    eager: bool = False  # a short tail run uncompiled rather than zero-filled
+
+
+def batches(total: int, batch_size: int, fixed_batch: bool = False, eager_tail: bool = False) -> list[Batch]:
+    """How `total` chunks go through the model, `batch_size` at a time.
+
+    `fixed_batch` zero-fills the last batch to `batch_size` (one shape: no recompiles under torch.compile).
+    With `eager_tail` a last batch of at most half a batch runs uncompiled at its own size instead: that
+    costs less than the zero-filled one unless compiling made the model more than twice as fast.
+    """
+    out = []
+    for first in range(0, total, batch_size):
+        count = min(batch_size, total - first)
+        if count == batch_size or not fixed_batch:
+            out.append(Batch(first, count, count))
+        elif eager_tail and count <= batch_size // 2:
+            out.append(Batch(first, count, count, eager=True))
+        else:
+            out.append(Batch(first, count, batch_size))
+    return out
+
+
 @torch.inference_mode()
 def run_chunked(
     model_fn: ModelFn,
@@ -59,10 +86,12 @@ def run_chunked(
     batch_size: int,
     progress: ChunkProgress | None = None,
     fixed_batch: bool = False,
+    tail_fn: ModelFn | None = None,
 ) -> torch.Tensor:
     """Separate `mix` (channels, samples) into (stems, channels, samples), float32, on mix's device.
 
-    `fixed_batch` zero-fills the last batch so every call has one shape (no recompiles under torch.compile).
+    `fixed_batch` zero-fills the last batch so every call has one shape (no recompiles under torch.compile);
+    given `tail_fn` (the model run uncompiled), a last batch of at most half a batch goes through it unfilled.
     """
     channels, length = mix.shape
     chunk = params.chunk_size
@@ -73,18 +102,18 @@ def run_chunked(
     weight = torch.zeros(padded.shape[-1], dtype=torch.float32, device=mix.device)
 
     total = len(schedule.starts)
-    for first in range(0, total, batch_size):
-        starts = schedule.starts[first : first + batch_size]
+    for b in batches(total, batch_size, fixed_batch, eager_tail=tail_fn is not None):
+        starts = schedule.starts[b.first : b.first + b.count]
         batch = torch.stack([padded[:, s : s + chunk] for s in starts])
-        if fixed_batch and len(starts) < batch_size:
-            batch = F.pad(batch, (0, 0, 0, 0, 0, batch_size - len(starts)))
-        out = model_fn(batch)[: len(starts)].float()
-        out = out.reshape(len(starts), num_stems, channels, chunk) * window
+        if b.size > b.count:
+            batch = F.pad(batch, (0, 0, 0, 0, 0, b.size - b.count))
+        out = (tail_fn if b.eager and tail_fn is not None else model_fn)(batch)[: b.count].float()
+        out = out.reshape(b.count, num_stems, channels, chunk) * window
         for i, s in enumerate(starts):
             result[..., s : s + chunk] += out[i]
             weight[s : s + chunk] += window
         if progress:
-            progress(min(first + batch_size, total), total)
+            progress(b.first + b.count, total)
 
     result /= weight.clamp_min(1e-10)
     return result[..., schedule.front_pad : schedule.front_pad + length]
