@@ -8,10 +8,16 @@ from pathlib import Path
 
 from separation_worker.contract.errors import InputError
 from separation_worker.contract.messages import format_duration
+from separation_worker.models.zoo import DEFAULT_PRESET, PRESETS
 from storage.files import MANIFEST_FILE, OutputFolder
 
 from ..config_check import require
 from ..terminal_progress import TerminalProgress
+
+FAST_PRESET = "fast"
+# A separation estimated to take longer than this gets one line saying how long, and what the fast preset takes.
+HINT_AFTER_S = 180.0
+DEVICE_LABELS = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU (MPS)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +28,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="stem file format (default: mp3 at 320 kbps, or STEMBOT_OUTPUT_FORMAT)")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None,
                         help="run the models on this device (default: STEMBOT_DEVICE, auto)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+                        help="default: the three-model ensemble (or STEMBOT_ENSEMBLE); "
+                             "fast: Kim's Mel-Band Roformer alone, about 5%% of the ensemble's work (for CPUs)")
     parser.set_defaults(handler=run)
 
 
+def about(seconds: float) -> str:
+    """A rough length of time: "under a minute", "7 min", "2 h 10 min"."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def slow_separation_hint(
+    device: str, total_s: float, duration_s: float, suggest_fast: bool = True, fast_s: float | None = None
+) -> str:
+    """The one line a long separation gets, e.g. on a laptop's CPU; `fast_s`: what the fast preset would take."""
+    line = f"Separating on {DEVICE_LABELS.get(device, device)}: about {about(total_s)} for this " \
+           f"{format_duration(duration_s)} song"
+    if suggest_fast and fast_s is not None:
+        line += f"; `--preset {FAST_PRESET}` takes about {about(fast_s)}"
+    elif suggest_fast:
+        line += f"; `--preset {FAST_PRESET}` (one model) takes a fraction of that"
+    return line + "."
+
+
 def run(args: argparse.Namespace, settings) -> int:
+    if args.preset != DEFAULT_PRESET:  # the preset is the ensemble for everything below (checks, manifest)
+        settings = settings.replace(ensemble=PRESETS[args.preset].to_setting())
     require(settings.replace(device=args.device) if args.device else settings, "separate")  # ffmpeg, models
     # torch and the models load here, not when `stembot --help` or a bot imports the CLI.
     from separation_worker.engine import SeparationEngine
@@ -33,9 +66,10 @@ def run(args: argparse.Namespace, settings) -> int:
 
     engine = SeparationEngine.from_settings(settings, device=args.device)
     progress = TerminalProgress()
+    report = SeparationEta(engine, progress, suggest_fast=args.preset != FAST_PRESET)
     out = OutputFolder(args.out)
     try:
-        manifest = separate_song(args.input, out, engine, settings, fmt=args.format, progress=progress)
+        manifest = separate_song(args.input, out, engine, settings, fmt=args.format, progress=report)
     except InputError as exc:
         progress.close()
         print(f"stembot: {exc}", file=sys.stderr)
@@ -49,3 +83,45 @@ def run(args: argparse.Namespace, settings) -> int:
     print(f"  {out.file(MANIFEST_FILE)}")
     print(f"Done in {manifest.timings.total or 0.0:.1f} s on {manifest.device} ({manifest.precision}).")
     return 0
+
+
+class SeparationEta:
+    """The progress sink of `stembot separate`: draws the bars, with the separation's ETA once measured, and
+    prints one line when the separation will be long (naming the fast preset, with what it would take)."""
+
+    def __init__(self, engine, progress: TerminalProgress, suggest_fast: bool = True,
+                 hint_after_s: float = HINT_AFTER_S):
+        from separation_worker.audio_io import SAMPLE_RATE
+        from separation_worker.inference.estimate import ProgressEta
+
+        self._engine = engine
+        self._progress = progress
+        self._suggest_fast = suggest_fast
+        self._hint_after_s = hint_after_s
+        self._eta = ProgressEta(self._costs_for, SAMPLE_RATE)
+        self._fast_costs: list = []
+        self._duration = 0.0
+        self.hint: str | None = None  # the line printed, if one was
+
+    def _costs_for(self, length: int) -> list:
+        if self._engine.run.device.type == "cuda":
+            return []  # seconds on a GPU: not worth the second or two counting FLOPs takes
+        if self._suggest_fast:  # the fast preset's models are the ensemble's (as loaded), or none
+            self._fast_costs = self._engine.costs(length, PRESETS[FAST_PRESET].members)
+        return self._engine.costs(length)
+
+    def __call__(self, event) -> None:
+        if event.duration:
+            self._duration = event.duration
+        estimate = self._eta.observe(event)
+        self._progress(event)
+        if estimate is None:
+            return
+        self._progress.show_eta(estimate.remaining_s)
+        if self.hint is None and estimate.total_s > self._hint_after_s:
+            estimator = self._eta.estimator
+            assert estimator is not None
+            fast_s = estimator.seconds_for(self._fast_costs, estimate) if self._fast_costs else None
+            self.hint = slow_separation_hint(self._engine.run.device.type, estimate.total_s, self._duration,
+                                             self._suggest_fast, fast_s)
+            self._progress.note(self.hint)
