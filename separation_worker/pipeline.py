@@ -80,20 +80,22 @@ def separate_song(
 
     with _stage(timings, "loudness"):
         emit(ProgressEvent("loudness", 0.0))
-        mix_lufs = loudness.integrated_loudness(audio.samples, audio_io.SAMPLE_RATE)
-        normalized = {}
         raw_stems = {"vocals": separated.vocals, "instrumental": separated.instrumental}
-        for i, (name, samples) in enumerate(raw_stems.items()):
-            normalized[name] = loudness.normalize(
-                samples,
-                audio_io.SAMPLE_RATE,
-                target_lufs=settings.loudness_target_lufs,
-                ceiling_dbtp=settings.true_peak_ceiling_dbtp - max(_codec_headroom(f) for f in formats),
-                max_gain_db=settings.max_gain_db,
-                silence_lufs=settings.silence_lufs,
-                reference_lufs=mix_lufs,
-            )
-            emit(ProgressEvent("loudness", (i + 1) / len(raw_stems), name))
+        done: list[str] = []
+
+        def on_stem(name: str) -> None:
+            done.append(name)
+            emit(ProgressEvent("loudness", len(done) / len(raw_stems), name))
+
+        normalized = loudness.normalize_stems(
+            raw_stems,
+            audio_io.SAMPLE_RATE,
+            target_lufs=settings.loudness_target_lufs,
+            ceiling_dbtp=settings.true_peak_ceiling_dbtp - max(_codec_headroom(f) for f in formats),
+            max_gain_db=settings.max_gain_db,
+            silence_lufs=settings.silence_lufs,
+            on_stem=on_stem,
+        )
 
     with _stage(timings, "analyze"):
         emit(ProgressEvent("analyze", 0.0))

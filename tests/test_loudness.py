@@ -104,3 +104,60 @@ def test_meter_matches_pyloudnorm_across_lengths():
         assert loudness.integrated_loudness(x, SR) == pytest.approx(
             reference_loudness.integrated_loudness(x, SR), abs=0.01)
         assert loudness.true_peak_dbtp(x) == pytest.approx(reference_loudness.true_peak_dbtp(x), abs=0.01)
+
+
+def _resample_poly_peak(x: np.ndarray) -> float:
+    from scipy.signal import resample_poly
+
+    return float(np.abs(resample_poly(x.astype(np.float64), 4, 1, axis=-1)).max())
+
+
+@pytest.mark.parametrize("shape", ["nyquist", "impulses", "noise", "square", "near-nyquist", "edges", "odd-length"])
+def test_true_peak_bounds_hold_on_hostile_signals(shape):
+    """The bounds that decide what to interpolate may never hide a peak: signals built to overshoot
+    (alternating samples, clicks, full-scale noise, hard edges at the ends) give resample_poly's peak."""
+    rng = np.random.default_rng(7)
+    n = SR // 2
+    t = np.arange(n)
+    x = {
+        "nyquist": np.where(t % 2, 1.0, -1.0) * (t % 3000 < 40),
+        "impulses": (t % 997 == 0) * 1.0 - (t % 1499 == 0) * 0.9,
+        "noise": rng.uniform(-1, 1, n),
+        "square": np.sign(np.sin(2 * np.pi * 3000 * t / SR)),
+        "near-nyquist": np.sin(2 * np.pi * 0.49 * t + 0.3),
+        "edges": np.r_[np.ones(5), np.zeros(n - 10), -np.ones(5)],
+        "odd-length": rng.uniform(-1, 1, n)[: n - 13] * (np.arange(n - 13) > n - 500),
+    }[shape]
+    stereo = np.stack([x, -0.5 * np.roll(x, 3)]).astype(np.float32)
+    theirs = _resample_poly_peak(stereo)
+    assert loudness.true_peak_dbtp(stereo) == pytest.approx(20 * np.log10(theirs), abs=1e-3)
+
+
+def test_limited_pass_remeasures_only_what_changed():
+    """Loudness after a limiter curve, from the kept K-weighting plus the touched runs, equals
+    measuring the limited audio from scratch."""
+    from separation_worker.loudness.limiter import limiter_gain
+    from separation_worker.loudness.meter import k_weight, measure
+    from separation_worker.loudness.true_peak import TruePeaks
+
+    x = drums_and_tone(1.0, seconds=8.3)
+    gain = 3.0
+    peaks = TruePeaks(x)
+    curve = limiter_gain(peaks.above(0.9 / gain), gain, 0.9, SR)
+    assert 0 < curve.hot.mean() < 1  # some spans limited, some not
+    quick = k_weight(x, SR).after(x, gain, curve.gain, *curve.runs())
+    direct = measure(x * (np.float32(gain) * curve.gain), SR)
+    np.testing.assert_allclose(quick.z, direct.z, rtol=1e-4, atol=1e-12)
+    assert peaks.max_after(gain, curve.gain, curve.touched_blocks(32, peaks.blocks)) == pytest.approx(
+        TruePeaks(x * (np.float32(gain) * curve.gain)).max(), rel=1e-5)
+
+
+def test_stems_are_compared_with_their_sum():
+    """normalize_stems: a stem 40+ LU below the song its stems add up to is silent, the other normalized."""
+    band = drums_and_tone(4.0)
+    whisper = music(10.0, seed=5, level=0.2) * np.float32(0.028)
+    assert -60 < loudness.integrated_loudness(whisper, SR) < loudness.integrated_loudness(band, SR) - 40
+    out = loudness.normalize_stems({"vocals": whisper, "instrumental": band}, SR)
+    assert out["vocals"][1].silent and not out["instrumental"][1].silent
+    np.testing.assert_array_equal(out["vocals"][0], whisper)
+    assert out["instrumental"][1].lufs_after == pytest.approx(-14.0, abs=0.1)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
+from .blocks import block_max, runs, with_neighbours
+
 LOOKAHEAD_S = 0.005
 HOLD_S = 0.010
 SPAN = 2048  # the curve is computed per run of spans holding a peak over the ceiling (>= 2 x a peak's reach)
@@ -15,11 +17,24 @@ SPAN = 2048  # the curve is computed per run of spans holding a peak over the ce
 @dataclass(frozen=True)
 class GainCurve:
     gain: np.ndarray  # (n,) float32, <= 1
-    touched: np.ndarray  # (n,) bool: where the gain may differ from 1 (elsewhere it is exactly 1)
+    hot: np.ndarray  # (spans,) bool: the SPAN-sample spans where the gain may differ from 1 (elsewhere it is exactly 1)
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) in samples of the runs of hot spans, ends exclusive."""
+        starts, ends = runs(self.hot)
+        return starts * SPAN, np.minimum(ends * SPAN, self.gain.size)
+
+    def touched_blocks(self, size: int, blocks: int) -> np.ndarray:
+        """Per block of `size` samples (a divisor of SPAN): whether the gain may differ from 1 in it."""
+        touched = np.zeros(blocks, dtype=bool)  # past the last span: untouched
+        wide = np.repeat(self.hot, SPAN // size)[:blocks]
+        touched[: wide.size] = wide
+        return touched
 
 
-def limiter_gain(peaks: np.ndarray, ceiling: float, sample_rate: int) -> GainCurve:
-    """Per-sample gain <= ceiling/peak everywhere: a centred min over +-hold, then a mean over +-lookahead.
+def limiter_gain(peaks: np.ndarray, scale: float, ceiling: float, sample_rate: int) -> GainCurve:
+    """Per-sample gain <= ceiling/(scale*peak) everywhere: a centred min over +-hold, then a mean over
+    +-lookahead.
 
     A mean over a window no wider than the min's never exceeds `required`, so peaks stay under.
     Only the spans around peaks over the ceiling (and one clean span each side, so the filters see
@@ -30,18 +45,21 @@ def limiter_gain(peaks: np.ndarray, ceiling: float, sample_rate: int) -> GainCur
     if hold + lookahead > SPAN:
         raise ValueError(f"sample rate {sample_rate} too high for the limiter's spans")
     n = peaks.size
-    spans = -(-n // SPAN)
-    over = np.zeros(spans * SPAN, dtype=bool)
-    over[:n] = peaks > ceiling
-    hot = np.asarray(over.reshape(spans, SPAN).any(axis=1))
-    hot[1:] |= hot[:-1].copy()
-    hot[:-1] |= hot[1:].copy()  # with the neighbours: every run starts and ends with a clean span
-    touched = np.repeat(hot, SPAN)[:n]
+    level = np.float32(ceiling / scale)
+    # With the neighbours, every run of hot spans starts and ends with a clean one.
+    hot = with_neighbours(block_max(peaks, -(-n // SPAN), SPAN) > level)
     gain = np.ones(n, dtype=np.float32)
-    if not touched.any():
-        return GainCurve(gain, touched)
-    # Runs of hot spans, concatenated: the clean spans between them keep the filters from mixing runs.
-    required = np.minimum(np.float32(1.0), np.float32(ceiling) / np.maximum(peaks[touched], np.float32(1e-12)))
-    floor = minimum_filter1d(required, size=2 * hold + 1, mode="nearest")
-    gain[touched] = uniform_filter1d(floor, size=2 * lookahead + 1, mode="nearest")
-    return GainCurve(gain, touched)
+    curve = GainCurve(gain, hot)
+    starts, ends = curve.runs()
+    if starts.size:
+        # The runs, concatenated: the clean spans that end each keep the filters from mixing runs.
+        required = np.concatenate([peaks[a:b] for a, b in zip(starts, ends)])
+        np.divide(level, np.maximum(required, np.float32(1e-12)), out=required)
+        np.minimum(required, np.float32(1.0), out=required)
+        floor = minimum_filter1d(required, size=2 * hold + 1, mode="nearest")
+        smooth = uniform_filter1d(floor, size=2 * lookahead + 1, mode="nearest")
+        at = 0
+        for a, b in zip(starts, ends):
+            gain[a:b] = smooth[at : at + b - a]
+            at += b - a
+    return curve

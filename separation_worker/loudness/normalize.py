@@ -4,20 +4,21 @@ Gain brings a stem's integrated loudness to the target; where that would push th
 (4x oversampled) above the ceiling, a look-ahead limiter pulls those peaks down instead of
 lowering the whole stem, so loud stems still reach the target without clipping.
 
-Each stem is K-weighted and oversampled once: a pure gain shifts loudness and true peak exactly,
-so only a pass that limits measures the audio again.
+Each stem is K-weighted once and oversampled only where a peak can matter: a pure gain shifts
+loudness and true peak exactly, so a pass that limits measures again only the spans it touched.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..contract.manifest import LoudnessReport  # the report is part of the manifest: plain data, defined there
 from .limiter import limiter_gain
-from .meter import measure
-from .true_peak import TruePeaks, to_dbtp
+from .meter import KWeighted, energies_of_sum, k_weight, measure
+from .true_peak import BLOCK, TruePeaks, to_dbtp
 
 REFINE_PASSES = 4
 RELATIVE_SILENCE_LU = 40.0  # a stem this far below its song is leakage, not content
@@ -29,6 +30,31 @@ def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:
     return measure(samples, sample_rate).lufs()
 
 
+def normalize_stems(
+    stems: Mapping[str, np.ndarray],
+    sample_rate: int,
+    target_lufs: float = -14.0,
+    ceiling_dbtp: float = -1.0,
+    max_gain_db: float = 30.0,
+    silence_lufs: float = -60.0,
+    on_stem: Callable[[str], None] | None = None,
+) -> dict[str, tuple[np.ndarray, LoudnessReport]]:
+    """Normalize a song's stems (as `normalize`), each K-weighted once.
+
+    The song each is compared with for relative silence is the stems' sum, measured from their
+    weighted signals with no further filtering.
+    """
+    weighted = {name: k_weight(samples, sample_rate) for name, samples in stems.items()}
+    song_lufs = energies_of_sum(list(weighted.values())).lufs()
+    normalized = {}
+    for name, samples in stems.items():
+        normalized[name] = normalize(samples, sample_rate, target_lufs, ceiling_dbtp, max_gain_db, silence_lufs,
+                                     reference_lufs=song_lufs, weighted=weighted.pop(name))
+        if on_stem:
+            on_stem(name)
+    return normalized
+
+
 def normalize(
     samples: np.ndarray,
     sample_rate: int,
@@ -37,14 +63,17 @@ def normalize(
     max_gain_db: float = 30.0,
     silence_lufs: float = -60.0,
     reference_lufs: float | None = None,
+    weighted: KWeighted | None = None,
 ) -> tuple[np.ndarray, LoudnessReport]:
     """Return the stem at `target_lufs` (gain capped at `max_gain_db`) with true peak <= `ceiling_dbtp`.
 
     A stem below `silence_lufs`, or more than RELATIVE_SILENCE_LU below the song it came from
-    (`reference_lufs`), counts as silent and is returned unchanged.
+    (`reference_lufs`), counts as silent and is returned unchanged. `weighted`: the stem already
+    K-weighted, if the caller has it.
     """
     samples = np.asarray(samples, dtype=np.float32)
-    energies = measure(samples, sample_rate)
+    weighted = weighted or k_weight(samples, sample_rate)
+    energies = weighted.energies
     before = energies.lufs()
     peaks = TruePeaks(samples)
     peak_before = to_dbtp(peaks.max())
@@ -56,25 +85,28 @@ def normalize(
 
     ceiling = 10 ** (ceiling_dbtp / 20)
     gain_db = min(target_lufs - before, max_gain_db)
-    out, out_energies, limited, curve = samples, energies, False, None
+    limited = False
     for _ in range(REFINE_PASSES):
         gain = 10 ** (gain_db / 20)
-        per_sample = peaks.above(ceiling / gain)
-        if per_sample.max() * gain > ceiling:
-            curve = limiter_gain(per_sample * np.float32(gain), ceiling, sample_rate)
-            out = samples * (np.float32(gain) * curve.gain)
-            out_energies, limited = measure(out, sample_rate), True
+        curve = None
+        if peaks.peak_above(ceiling / gain) * gain > ceiling:
+            curve = limiter_gain(peaks.above(ceiling / gain), gain, ceiling, sample_rate)
+            out_energies, limited = weighted.after(samples, gain, curve.gain, *curve.runs()), True
         else:
-            out, out_energies, curve = samples * np.float32(gain), energies.scaled(gain), None
+            out_energies = energies.scaled(gain)
         measured = out_energies.lufs()
         if measured is None or abs(measured - target_lufs) < ON_TARGET_LU or gain_db >= max_gain_db:
             break
         # Limiting took some loudness away: ask for a little more gain and limit again.
-        gain_db = min(gain_db + (target_lufs - measured), max_gain_db)
+        next_db = min(gain_db + (target_lufs - measured), max_gain_db)
+        if next_db == gain_db:
+            break
+        gain_db = next_db
+    # (after the last pass, gain_db, curve and out_energies describe the same output)
 
     # A pure gain scales the input's true peak; after limiting, only the limited spans are new.
-    gain = 10 ** (gain_db / 20)
-    final_peak = to_dbtp(peaks.max_after(gain, curve.gain, curve.touched) if curve else peaks.max() * gain)
+    final_peak = to_dbtp(peaks.max_after(gain, curve.gain, curve.touched_blocks(BLOCK, peaks.blocks)) if curve else peaks.max() * gain)
+    out = samples * (np.float32(gain) * curve.gain) if curve else samples * np.float32(gain)
     if final_peak is not None and final_peak > ceiling_dbtp:  # resampling edge effects: the ceiling is a promise
         trim = 10 ** ((ceiling_dbtp - final_peak - 0.01) / 20)
         out, out_energies = out * np.float32(trim), out_energies.scaled(trim)
