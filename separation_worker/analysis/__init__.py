@@ -8,9 +8,9 @@ import scipy.ndimage
 
 from ..contract.analysis import UNKNOWN, MusicalAnalysis
 from .camelot import PITCH_CLASSES, camelot_code, key_name, pitch_class
-from .key import estimate_key
+from .key import TUNING_HOP, estimate_key
 from .tempo import HOP as TEMPO_HOP
-from .tempo import estimate_tempo, onset_envelope
+from .tempo import N_FFT, estimate_tempo, onset_envelope
 
 __all__ = ["MusicalAnalysis", "analyze", "camelot_code", "key_name", "pitch_class"]
 
@@ -21,8 +21,6 @@ SILENCE_DBFS = -60.0
 FRAME_S = 0.05
 MAX_GAP_S = 1.6  # a beat at 40 BPM
 MAX_CHANNELS = 8
-
-
 
 
 def _to_mono(samples: np.ndarray) -> np.ndarray:
@@ -64,8 +62,11 @@ def analyze(samples: np.ndarray, sample_rate: int) -> MusicalAnalysis:
     if _audible_seconds(y, ANALYSIS_SR) < MIN_AUDIBLE_S:
         return UNKNOWN
 
-    tempo = estimate_tempo(onset_envelope(y, ANALYSIS_SR), ANALYSIS_SR / TEMPO_HOP)
-    key = estimate_key(y, ANALYSIS_SR)
+    # One STFT serves the onset envelope (every frame) and the tuning estimate (every other frame:
+    # its hop is twice the onset's and the frames are centred, so they coincide).
+    magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=TEMPO_HOP))
+    tempo = estimate_tempo(onset_envelope(magnitude, ANALYSIS_SR), ANALYSIS_SR / TEMPO_HOP)
+    key = estimate_key(y, ANALYSIS_SR, magnitude[:, :: TUNING_HOP // TEMPO_HOP])
     return MusicalAnalysis(
         bpm=round(tempo.bpm, 1) if tempo else None,
         bpm_confidence=round(tempo.confidence, 3) if tempo else 0.0,

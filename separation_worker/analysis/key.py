@@ -24,6 +24,7 @@ import numpy as np
 import scipy.ndimage
 
 HOP = 2048  # ~93 ms at 22050 Hz; key needs no finer time resolution
+TUNING_HOP = 512  # librosa.estimate_tuning's own
 BINS_PER_SEMITONE = 3
 N_OCTAVES = 7  # C1 (32.7 Hz) to B7
 FMIN = librosa.note_to_hz("C1")
@@ -96,11 +97,12 @@ def _chord_log_likelihoods() -> np.ndarray:
 CHORD_LOG_LIKELIHOOD = _chord_log_likelihoods()
 
 
-def semitone_spectrogram(y: np.ndarray, sr: int) -> np.ndarray:
+def semitone_spectrogram(y: np.ndarray, sr: int, tuning_magnitude: np.ndarray) -> np.ndarray:
     """(84, frames) log-compressed energy per semitone, C1..B7, tuned to the recording;
-    silent frames dropped."""
+    silent frames dropped. `tuning_magnitude`: |STFT| of `y` with n_fft 2048 and hop 512, the
+    spectrogram librosa's estimate_tuning would compute."""
     # Deviation from A440 in semitones (within ±0.5); cqt wants it in fractions of its own bins.
-    tuning = float(librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=12))
+    tuning = float(librosa.estimate_tuning(S=tuning_magnitude, sr=sr, bins_per_octave=12))
     cqt = np.abs(
         librosa.cqt(
             y, sr=sr, hop_length=HOP, fmin=FMIN, n_bins=12 * BINS_PER_SEMITONE * N_OCTAVES,
@@ -142,9 +144,9 @@ def chord_evidence(semis: np.ndarray) -> tuple[np.ndarray, float]:
     return CHORD_LOG_LIKELIHOOD @ histogram, triad_share
 
 
-def estimate_key(y: np.ndarray, sr: int) -> KeyEstimate | None:
+def estimate_key(y: np.ndarray, sr: int, tuning_magnitude: np.ndarray) -> KeyEstimate | None:
     """None when the audio has no tonal content to speak of (drums only, noise)."""
-    semis = semitone_spectrogram(y, sr)
+    semis = semitone_spectrogram(y, sr, tuning_magnitude)
     if semis.shape[1] == 0 or np.ptp(_fold(semis).mean(axis=1)) < 1e-6:
         return None
     correlations = profile_correlations(semis)

@@ -15,6 +15,7 @@ import librosa
 import numpy as np
 
 HOP = 256  # 11.6 ms at 22050 Hz
+N_FFT = 2048
 MIN_BPM, MAX_BPM = 40.0, 240.0
 # Listeners and DJ software place most pop/electronic music between ~80 and ~160 BPM.
 PRIOR_CENTER_BPM = 120.0
@@ -34,9 +35,11 @@ class TempoEstimate:
     confidence: float
 
 
-def onset_envelope(y: np.ndarray, sr: int) -> np.ndarray:
-    """Spectral-flux onset strength with its slow trend removed (so autocorrelation sees pulses)."""
-    env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP, n_mels=96, fmax=min(11025, sr // 2))
+def onset_envelope(magnitude: np.ndarray, sr: int) -> np.ndarray:
+    """Spectral-flux onset strength with its slow trend removed (so autocorrelation sees pulses).
+    `magnitude`: |STFT| with N_FFT and HOP, as librosa's onset_strength would compute it."""
+    mel = librosa.feature.melspectrogram(S=magnitude**2, sr=sr, n_mels=96, fmax=min(11025, sr // 2))
+    env = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr, hop_length=HOP)
     trend = np.convolve(env, np.ones(33) / 33, mode="same")  # ~0.4 s moving average
     return np.maximum(env - trend, 0.0)
 
