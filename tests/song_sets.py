@@ -37,7 +37,9 @@ Ground truth conventions:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import os
 import subprocess
 import tempfile
@@ -269,7 +271,9 @@ def song_set(name: str, count: int = 48, seed: int = 0) -> list[SetSong]:
                 groove = "backbeat8"
             if family == "swing" and variant == "ballad":
                 groove = "brush-swing"
-        vocal_ok = variant not in ("bass-melody", "block-rests") or rng.random() < 0.5
+        # A vocal needs harmony left under it: with a drone or a lone bass the instrumental stem
+        # would carry no mode at all, so those melodies are always instruments.
+        vocal_ok = variant not in ("bass-melody", "drone")
         has_vocal = bool(vocal_ok and rng.random() < VOCAL_SHARE[family] * (1.4 if variant == "duo" else 1.0))
         detune = float(np.round(rng.uniform(-25, 25), 1))
         songs.append(SetSong(
@@ -766,10 +770,17 @@ class _Arranger:
 
 
 def _bars_for(song: SetSong, beats_per_chord: float, prog_len: int) -> int:
-    beats = song.duration_s * song.written_bpm / 60
-    bars = max(4, int(round(beats / song.meter)))
+    """Whole chords' worth of bars near duration_s; for the sets' 20-28 s targets the render, with
+    its ~2.5 s ending, stays within 20-30 s."""
     chord_bars = max(1, int(beats_per_chord // song.meter))
-    return max(chord_bars * 2, bars - bars % chord_bars)
+    bar_s = song.meter * 60 / song.bpm
+    bars = max(chord_bars * 2, chord_bars * int(round(song.duration_s / bar_s / chord_bars)))
+    lo, hi = min(20.0, song.duration_s), max(30.0, song.duration_s + 2.5)  # shorter songs on request
+    while bars * bar_s + 2.5 > hi and bars > chord_bars * 2:
+        bars -= chord_bars
+    while bars * bar_s + 1.5 < lo:
+        bars += chord_bars
+    return bars
 
 
 def compose(song: SetSong) -> Composition:
@@ -894,6 +905,9 @@ def compose(song: SetSong) -> Composition:
     elif family == "offtonic":
         a.scale = {"dorian": DORIAN, "mixolydian": MIXOLYDIAN}.get(variant, AEOLIAN if minor else IONIAN)
         prog = pick(f"offtonic/{variant}")
+        if _chord(prog[0])[0] == 0 and len(set(prog)) > 1 and rng.random() < 0.6:  # start the loop off the tonic
+            turn = int(rng.choice([i for i, c in enumerate(prog) if _chord(c)[0] != 0]))
+            prog = prog[turn:] + prog[:turn]
         bpc = 4.0 if song.written_bpm < 125 else float(rng.choice([4.0, 8.0]))
         bars = _bars_for(song, bpc, len(prog))
         end_tonic = rng.random() < 0.35
@@ -992,6 +1006,13 @@ def _atomic_write(path: Path, audio: np.ndarray) -> None:
             os.unlink(tmp)
 
 
+@functools.cache
+def _synth_source_hash() -> bytes:
+    """Part of the additive cache key: an edit to the synthesizer invalidates its renders."""
+    parts = [inspect.getsource(f) for f in (_Synth, _harmonic_amps, _wavetable, _additive_render)]
+    return hashlib.sha1("".join(parts).encode()).hexdigest().encode()
+
+
 def render(song: SetSong, stem: str = "mix", cache_dir: Path | None = None) -> np.ndarray:
     """float32 (2, n) at 44100 Hz, peak ~0.9, ~1.5 s after the last note. stem "instrumental" is the
     mix without the vocal channel(s), at the mix's gain (equal to the mix when not has_vocal).
@@ -1009,7 +1030,7 @@ def render(song: SetSong, stem: str = "mix", cache_dir: Path | None = None) -> n
         ident = mix_id + b"|" + inst_id + f"|{_sm.SOUNDFONT}|{FS_GAIN}".encode()
     else:
         mix_id = repr((comp.notes, sorted(comp.programs.items(), key=str), comp.pans, song.seed)).encode()
-        ident = mix_id + b"|" + repr(sorted(comp.vocal_channels)).encode()
+        ident = mix_id + b"|" + repr(sorted(comp.vocal_channels)).encode() + _synth_source_hash()
     digest = hashlib.sha1(f"{CACHE_VERSION}|{song.detune_cents}|{song.bpm}|".encode() + ident).hexdigest()[:20]
     paths = {"mix": cache_dir / f"set-{digest}-mix.flac",
              "instrumental": cache_dir / f"set-{digest}-{'inst' if comp.vocal_channels else 'mix'}.flac"}
@@ -1150,10 +1171,10 @@ class _Synth:
         hp = signal.butter(4, float(rng.uniform(6500, 8500)), "highpass", fs=SR, output="sos")
         bp = signal.butter(2, (1200, 7000), "bandpass", fs=SR, output="sos")
         kit: dict[int, np.ndarray] = {}
-        t = t_of(0.45)
-        f_end, f_start = float(rng.uniform(42, 58)), float(rng.uniform(120, 180))
-        freq = f_end + (f_start - f_end) * np.exp(-t / 0.035)  # pitched sine sweep
-        kit[KICK] = np.sin(2 * np.pi * np.cumsum(freq) / SR) * np.exp(-t / 0.22) * 0.9
+        t = t_of(0.35)
+        f_end, f_start = float(rng.uniform(42, 58)), float(rng.uniform(130, 190))
+        freq = f_end + (f_start - f_end) * np.exp(-t / 0.045)  # pitched sine sweep, short tail
+        kit[KICK] = np.sin(2 * np.pi * np.cumsum(freq) / SR) * np.exp(-t / 0.11) * 0.9
         t = t_of(0.3)
         tone = np.sin(2 * np.pi * float(rng.uniform(170, 210)) * t) * np.exp(-t / 0.05)
         kit[SNARE] = 0.45 * tone + 0.6 * signal.sosfilt(bp, noise(0.3)) * np.exp(-t / 0.09)
