@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # synth_music, whichev
 
 import synth_music
 
-from separation_worker.analysis import MusicalAnalysis, analyze, camelot_code
+from separation_worker.analysis import ANALYSIS_SR, MusicalAnalysis, analyze, camelot_code
+from separation_worker.analysis.tempo import HOP as TEMPO_HOP
+from separation_worker.analysis.tempo import estimate_tempo
 
 SR = 22050
 
@@ -73,6 +75,8 @@ def test_summary_formats() -> None:
     assert dataclasses.replace(full, bpm=None, bpm_confidence=0.0).summary() == "BPM unknown · A minor (8A)"
     unknown = MusicalAnalysis(bpm=None, bpm_confidence=0.0, key=None, camelot=None, key_confidence=0.0)
     assert unknown.summary() == "BPM unknown · key unknown"
+    assert dataclasses.replace(full, bpm=75.0, bpm_alternative=150.0).summary() == "75 BPM (or 150) · A minor (8A)"
+    assert dataclasses.replace(full, bpm=140.2, bpm_alternative=70.1).summary() == "140.2 BPM (or 70.1) · A minor (8A)"
 
 
 def test_to_dict_and_frozen() -> None:
@@ -80,6 +84,7 @@ def test_to_dict_and_frozen() -> None:
     assert result.to_dict() == {
         "bpm": 120.0, "bpm_confidence": 0.5, "key": "C major", "camelot": "8B", "key_confidence": 0.7,
     }
+    assert dataclasses.replace(result, bpm=75.0, bpm_alternative=150.0).to_dict()["bpm_alternative"] == 150.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.bpm = 100.0  # type: ignore[misc]
 
@@ -130,6 +135,34 @@ def test_click_track_tempo(bpm: float) -> None:
     assert within(result.bpm, bpm, 0.01), result
     assert result.bpm_confidence > 0.5
     assert result.key is None  # clicks have no key
+
+
+def _pulse_envelope(bpm: float, hits: tuple[tuple[float, float], ...], seconds: float = 30.0) -> np.ndarray:
+    """An onset envelope with `hits` (offset within the beat, strength) on every beat."""
+    fps = ANALYSIS_SR / TEMPO_HOP
+    env = np.zeros(int(seconds * fps))
+    beat = 60 * fps / bpm
+    for k in range(int(len(env) / beat) + 1):
+        for offset, strength in hits:
+            i = int(round((k + offset) * beat))
+            if i < len(env):
+                env[i] += strength
+    return env
+
+
+@pytest.mark.parametrize(
+    "bpm, hits, expected",
+    [
+        (75.0, ((0, 1.0), (0.5, 0.35)), 75.0),  # a slow backbeat under quieter eighth-note hi-hats
+        (150.0, ((0, 1.0), (0.5, 0.35)), 150.0),  # the same pattern, fast: the hats are the subdivision
+        (90.0, ((0, 1.0), (2 / 3, 0.4)), 90.0),  # swung eighths are not a faster beat
+    ],
+)
+def test_tempo_octave_follows_the_subdivisions(bpm, hits, expected) -> None:
+    estimate = estimate_tempo(_pulse_envelope(bpm, hits), ANALYSIS_SR / TEMPO_HOP)
+    assert estimate is not None and within(estimate.bpm, expected, 0.01), estimate
+    if estimate.alternative is not None:  # a close call names the other reading, never a third one
+        assert within(estimate.alternative, expected * 2, 0.01) or within(estimate.alternative, expected / 2, 0.01)
 
 
 def test_tempo_decimal_is_precise() -> None:

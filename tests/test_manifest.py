@@ -140,6 +140,15 @@ def test_the_songs_artist_and_track_round_trip_and_are_optional():
     assert dataclasses.replace(sample(), artist="  ", track="") == sample()
 
 
+def test_an_ambiguous_tempo_round_trips_and_is_optional():
+    ambiguous = dataclasses.replace(sample(), bpm=75.0, bpm_alternative=150.0)
+    assert json.loads(ambiguous.to_json())["bpm_alternative"] == 150.0
+    assert Manifest.from_json(ambiguous.to_json()) == ambiguous
+    assert ambiguous.analysis.summary() == "75 BPM (or 150) · F# major (2B)"
+    assert "bpm_alternative" not in json.loads(sample().to_json())  # a clear tempo: the layout it had
+    assert Manifest.from_json(OLD_RESULT_JSON).bpm_alternative is None
+
+
 def test_reads_older_shapes_and_a_stem_list():
     old = json.loads(OLD_RESULT_JSON)
     # A stem that named only its primary file (before `files`), and missing analysis (unknown).

@@ -73,4 +73,5 @@ def analyze(samples: np.ndarray, sample_rate: int) -> MusicalAnalysis:
         key=key_name(key.tonic, key.mode) if key else None,
         camelot=camelot_code(PITCH_CLASSES[key.tonic], key.mode) if key else None,
         key_confidence=round(key.confidence, 3) if key else 0.0,
+        bpm_alternative=round(tempo.alternative, 1) if tempo and tempo.alternative else None,
     )

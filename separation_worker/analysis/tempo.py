@@ -2,17 +2,21 @@
 
 Steps: onset envelope -> autocorrelation averaged over ~12 s windows (robust to slow drift)
 -> every candidate period scored by its autocorrelation at 1, 2, 3 and 4 beats times a
-log-normal tempo prior (this settles half/double tempo) -> the period refined to a fraction of
-a frame with a comb over all beat multiples within ~24 s of the whole-song autocorrelation,
-which is what makes the decimal meaningful.
+log-normal tempo prior (this rules out 3/2-type errors) -> the lower or upper reading of that
+pulse's octave chosen on the music's own evidence (octave.py), both kept when it is a close call
+-> the period refined to a fraction of a frame with a comb over all beat multiples within ~24 s
+of the whole-song autocorrelation, which is what makes the decimal meaningful.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import librosa
 import numpy as np
+
+from .octave import choose_octave
 
 HOP = 256  # 11.6 ms at 22050 Hz
 N_FFT = 2048
@@ -33,6 +37,7 @@ CONFIDENT_PULSE = 0.4
 class TempoEstimate:
     bpm: float
     confidence: float
+    alternative: float | None = None  # double or half of `bpm`, when the octave is a close call
 
 
 def onset_envelope(magnitude: np.ndarray, sr: int) -> np.ndarray:
@@ -83,14 +88,25 @@ def estimate_tempo(env: np.ndarray, fps: float) -> TempoEstimate | None:
     # T vs 2T vs T/2 (and 3/2-type syncopation): at the true period every multiple lines up,
     # at a subdivision or a dotted value only some do; the prior breaks the remaining ties.
     strength = np.mean([_interp(local, k * lags) for k in range(1, COMB_BEATS + 1)], axis=0)
-    prior = np.exp(-0.5 * (np.log2(bpms / PRIOR_CENTER_BPM) / PRIOR_WIDTH_OCTAVES) ** 2)
+    prior = np.exp(_log_prior(bpms))
     best = int(np.argmax(strength * prior))
     if strength[best] < MIN_PULSE:
         return None
 
-    period = _refine_period(env, fps, lags[best])
-    confidence = float(np.clip((strength[best] - MIN_PULSE) / CONFIDENT_PULSE, 0.0, 1.0))
-    return TempoEstimate(bpm=60 * fps / period, confidence=confidence)
+    def comb_strength(bpm: float) -> float:
+        return float(np.mean(_interp(local, 60 * fps / bpm * np.arange(1, COMB_BEATS + 1))))
+
+    octave = choose_octave(float(bpms[best]), env, fps, comb_strength, _log_prior)
+    period = _refine_period(env, fps, 60 * fps / octave.bpm)
+    pulse = float(np.clip((strength[best] - MIN_PULSE) / CONFIDENT_PULSE, 0.0, 1.0))
+    bpm = 60 * fps / period
+    alternative = bpm * octave.other / octave.bpm if octave.ambiguous else None
+    return TempoEstimate(bpm=bpm, confidence=pulse * octave.certainty, alternative=alternative)
+
+
+def _log_prior(bpm: Any) -> Any:
+    """Log of the log-normal tempo prior, for a BPM or an array of them."""
+    return -0.5 * (np.log2(np.asarray(bpm) / PRIOR_CENTER_BPM) / PRIOR_WIDTH_OCTAVES) ** 2
 
 
 def _refine_period(env: np.ndarray, fps: float, period: float) -> float:

@@ -3,7 +3,8 @@
 The worker (and `stembot separate`) write it with `Manifest.to_json()`; the service, the web page, the CLI and the
 bots read it with `Manifest.from_json()` (or `from_dict()` on what SQLite already parsed). Nobody else touches the
 JSON. Its layout is the one `result.json` always had: top-level `title`, `duration`, `models`, `timings`, the
-analysis fields `bpm`, `bpm_confidence`, `key`, `camelot`, `key_confidence`, and `stems` as an object keyed by stem
+analysis fields `bpm`, `bpm_confidence`, `key`, `camelot`, `key_confidence` (and `bpm_alternative` when the tempo
+reads about as well at double or half speed), and `stems` as an object keyed by stem
 name in stem order; `artist` and `track` (the song's own names, from its tags or its page) when known. The dataclass
 holds the stems as a sequence (names are no longer the only thing that orders or identifies them); the reader also
 accepts `stems` written as a list of `{name, ...}` so a later layout can switch.
@@ -23,7 +24,7 @@ from typing import Any
 from .analysis import MusicalAnalysis
 
 VERSION = 1  # bump only for a change old readers would misread; added keys don't need it
-ANALYSIS_FIELDS = ("bpm", "bpm_confidence", "key", "camelot", "key_confidence")
+ANALYSIS_FIELDS = ("bpm", "bpm_confidence", "key", "camelot", "key_confidence", "bpm_alternative")
 STAGES = ("fetch", "decode", "separate", "loudness", "analyze", "encode", "total")
 _PER_MODEL = "separate."  # timings key prefix: seconds of one ensemble member
 # How a stem is named to people: in its file name, its title tag and the title a chat shows.
@@ -214,6 +215,7 @@ class Manifest:
     camelot: str | None
     key_confidence: float
     original: FileEntry | None = None  # the input, encoded, when kept for comparison
+    bpm_alternative: float | None = None  # absent before tempo ambiguity was reported
     # The song as its tags (or its page) name it; `title` stays the display title ("Artist - Track").
     artist: str | None = None
     track: str | None = None
@@ -315,6 +317,7 @@ class Manifest:
                 key=_optional_str(data.get("key")),
                 camelot=_optional_str(data.get("camelot")),
                 key_confidence=_optional_number(data.get("key_confidence")) or 0.0,
+                bpm_alternative=_optional_number(data.get("bpm_alternative")),
                 original=FileEntry.from_dict(data["original"]) if data.get("original") is not None else None,
                 artist=_optional_text(data.get("artist")),  # absent before the tags were kept
                 track=_optional_text(data.get("track")),
