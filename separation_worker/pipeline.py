@@ -99,7 +99,7 @@ def separate_song(
 
     with _stage(timings, "analyze"):
         emit(ProgressEvent("analyze", 0.0))
-        analysis = _analyze(separated.instrumental)
+        analysis = _analyze(audio.samples)
         emit(ProgressEvent("analyze", 1.0))
 
     folder = out_dir if isinstance(out_dir, OutputFolder) else OutputFolder(Path(out_dir))
@@ -203,9 +203,11 @@ def _load_input(source, work: Path, settings, emit: ProgressCallback, timings: d
     return audio, label
 
 
-def _analyze(instrumental: np.ndarray) -> MusicalAnalysis:
-    """BPM and key, from the instrumental (vocals blur chroma and onsets)."""
-    return analyze(instrumental, audio_io.SAMPLE_RATE)
+def _analyze(song: np.ndarray) -> MusicalAnalysis:
+    """BPM and key, from the song as it came in: the same answer `stembot analyze` gives for the file, and
+    on bench/analysis.py --stems the mix scores better than the instrumental (a sung melody carries the
+    key, and its onsets the pulse)."""
+    return analyze(song, audio_io.SAMPLE_RATE)
 
 
 def _codec_headroom(fmt: str) -> float:
