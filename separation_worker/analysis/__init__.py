@@ -10,7 +10,7 @@ from ..contract.analysis import UNKNOWN, MusicalAnalysis
 from .camelot import PITCH_CLASSES, camelot_code, key_name, pitch_class
 from .key import TUNING_HOP, estimate_key
 from .tempo import HOP as TEMPO_HOP
-from .tempo import N_FFT, estimate_tempo, onset_envelope
+from .tempo import N_FFT, estimate_tempo, onsets
 
 __all__ = ["MusicalAnalysis", "analyze", "camelot_code", "key_name", "pitch_class"]
 
@@ -65,7 +65,8 @@ def analyze(samples: np.ndarray, sample_rate: int) -> MusicalAnalysis:
     # One STFT serves the onset envelope (every frame) and the tuning estimate (every other frame:
     # its hop is twice the onset's and the frames are centred, so they coincide).
     magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=TEMPO_HOP))
-    tempo = estimate_tempo(onset_envelope(magnitude, ANALYSIS_SR), ANALYSIS_SR / TEMPO_HOP)
+    onset = onsets(magnitude, ANALYSIS_SR)
+    tempo = estimate_tempo(onset.full, ANALYSIS_SR / TEMPO_HOP, accents=onset.low)
     key = estimate_key(y, ANALYSIS_SR, magnitude[:, :: TUNING_HOP // TEMPO_HOP])
     return MusicalAnalysis(
         bpm=round(tempo.bpm, 1) if tempo else None,

@@ -20,6 +20,10 @@ from .octave import choose_octave
 
 HOP = 256  # 11.6 ms at 22050 Hz
 N_FFT = 2048
+N_MELS = 96
+# Hi-hats and cymbals live above this; below it are the onsets that mark beats from their subdivisions.
+ACCENT_FMAX = 2000.0
+BASS_FMAX = 200.0
 MIN_BPM, MAX_BPM = 40.0, 240.0
 # Listeners and DJ software place most pop/electronic music between ~80 and ~160 BPM.
 PRIOR_CENTER_BPM = 120.0
@@ -40,11 +44,28 @@ class TempoEstimate:
     alternative: float | None = None  # double or half of `bpm`, when the octave is a close call
 
 
-def onset_envelope(magnitude: np.ndarray, sr: int) -> np.ndarray:
-    """Spectral-flux onset strength with its slow trend removed (so autocorrelation sees pulses).
-    `magnitude`: |STFT| with N_FFT and HOP, as librosa's onset_strength would compute it."""
-    mel = librosa.feature.melspectrogram(S=magnitude**2, sr=sr, n_mels=96, fmax=min(11025, sr // 2))
-    env = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr, hop_length=HOP)
+@dataclass(frozen=True)
+class Onsets:
+    """Spectral-flux onset strength, slow trend removed (so autocorrelation sees pulses), per frame."""
+
+    full: np.ndarray  # all bands: what the pulse is found in
+    # Below ACCENT_FMAX (kick, snare body, bass, chords): where the beats are told apart from their
+    # subdivisions. The bass band (kick, bass) and the band above it count equally, however few mel bands
+    # the bass band has.
+    low: np.ndarray
+
+
+def onsets(magnitude: np.ndarray, sr: int) -> Onsets:
+    """`magnitude`: |STFT| with N_FFT and HOP, as librosa's onset_strength would compute it."""
+    fmax = min(11025, sr // 2)
+    db = librosa.power_to_db(librosa.feature.melspectrogram(S=magnitude**2, sr=sr, n_mels=N_MELS, fmax=fmax))
+    freqs = librosa.mel_frequencies(n_mels=N_MELS, fmax=fmax)
+    bass, body = freqs < BASS_FMAX, (freqs >= BASS_FMAX) & (freqs < ACCENT_FMAX)
+    return Onsets(full=_detrended_flux(db, sr), low=_detrended_flux(db[bass], sr) + _detrended_flux(db[body], sr))
+
+
+def _detrended_flux(db: np.ndarray, sr: int) -> np.ndarray:
+    env = librosa.onset.onset_strength(S=db, sr=sr, hop_length=HOP)
     trend = np.convolve(env, np.ones(33) / 33, mode="same")  # ~0.4 s moving average
     return np.maximum(env - trend, 0.0)
 
@@ -75,8 +96,9 @@ def _interp(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
     return np.interp(lags, np.arange(len(ac)), ac, right=0.0)
 
 
-def estimate_tempo(env: np.ndarray, fps: float) -> TempoEstimate | None:
-    """Tempo from an onset envelope sampled at `fps` frames/s; None when there is no pulse."""
+def estimate_tempo(env: np.ndarray, fps: float, accents: np.ndarray | None = None) -> TempoEstimate | None:
+    """Tempo from an onset envelope sampled at `fps` frames/s; None when there is no pulse.
+    `accents` (default `env`): the envelope whose off-beats decide the octave (Onsets.low)."""
     if len(env) < 4 * fps or not np.any(env > 0):
         return None
     max_lag = int(min(len(env) - 1, 60 * fps / MIN_BPM * COMB_BEATS + 2))
@@ -96,7 +118,7 @@ def estimate_tempo(env: np.ndarray, fps: float) -> TempoEstimate | None:
     def comb_strength(bpm: float) -> float:
         return float(np.mean(_interp(local, 60 * fps / bpm * np.arange(1, COMB_BEATS + 1))))
 
-    octave = choose_octave(float(bpms[best]), env, fps, comb_strength, _log_prior)
+    octave = choose_octave(float(bpms[best]), env if accents is None else accents, fps, comb_strength, _log_prior)
     period = _refine_period(env, fps, 60 * fps / octave.bpm)
     pulse = float(np.clip((strength[best] - MIN_PULSE) / CONFIDENT_PULSE, 0.0, 1.0))
     bpm = 60 * fps / period
