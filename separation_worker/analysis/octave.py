@@ -91,7 +91,7 @@ def choose_octave(
         off_beat_ratio(env, 60 * fps / upper),
     )
     z = BIAS + float(np.dot(WEIGHTS, features))
-    p_upper = 1.0 / (1.0 + np.exp(-z))
+    p_upper = float(1.0 / (1.0 + np.exp(-z)))
     extra_beats, subdivisions = features[2], features[3]
     if extra_beats <= SILENT / 4:
         p_upper = 0.0
