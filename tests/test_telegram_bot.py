@@ -1,6 +1,7 @@
 """The Telegram bot end to end: real python-telegram-bot against a fake Bot API, real Redis, a real worker."""
 
 import asyncio
+import sqlite3
 import subprocess
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from bot.telegram import TelegramBot
 from separation_worker import audio_io
 from stembot.settings import Settings
+from storage.database import DATABASE_FILENAME
 from tests.conftest import music, write_audio
 from tests.service_support import RedisDb, flush_test_redis, service_env, start_worker
 from tests.support.fake_telegram import FakeTelegram
@@ -219,6 +221,31 @@ async def test_restart_while_a_job_runs(fake, settings, engine, song):
     finally:
         await worker.stop()
     assert len([m for m in fake.messages(ALICE) if m.file_bytes]) == 2  # delivered once
+
+
+async def test_a_job_with_unreadable_delivery_data_stops_neither_start_up_nor_delivery(fake, settings, engine, song):
+    first = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
+    await first.start()
+    fake.send_audio(ALICE, song)
+    await fake.wait_for(lambda: any(any("In the queue" in e for e in m.edits) for m in fake.messages(ALICE)))
+    await first.stop()
+    # A finished job whose stored destination is damaged: the restarted bot's sweep meets it first thing.
+    with sqlite3.connect(settings.data_dir / DATABASE_FILENAME) as db:
+        db.execute("CREATE TEMP TABLE copy AS SELECT * FROM jobs")
+        db.execute("UPDATE copy SET id = 'damaged-' || id, status = 'done', finished_at = created_at, "
+                   "delivery = '{\"platform\": \"telegram\", \"chat_id\": \"not a chat\"}'")
+        db.execute("INSERT INTO jobs SELECT * FROM copy")
+    worker = await start_worker(settings, engine)
+    try:
+        second = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
+        await second.start()
+        try:
+            await wait_for_summary(fake, ALICE)  # the good job is still delivered
+        finally:
+            await second.stop()
+    finally:
+        await worker.stop()
+    assert len([m for m in fake.messages(ALICE) if m.file_bytes]) == 2
 
 
 async def test_tokens_never_reach_the_logs(fake, settings, song, caplog):

@@ -54,6 +54,7 @@ class Follower:
         self._delivering: set[str] = set()
         self._sweeper: asyncio.Task | None = None
         self._closed = False
+        self._unreadable: set[str] = set()  # jobs whose delivery data channel_for could not read (logged once)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -68,7 +69,7 @@ class Follower:
         if self._closed:
             return
         for job in await self.service.active_jobs():
-            if self.channel_for(job, None) is not None:
+            if self._channel(job, None) is not None:
                 self.follow(job.id)
         await self._sweep_once()
         if self._sweeper is None:
@@ -109,15 +110,26 @@ class Follower:
             log.exception("could not list undelivered jobs")
             return
         for job in jobs:
-            channel = self.channel_for(job, None)
+            channel = self._channel(job, None)
             if channel is not None:
                 self._spawn(job.id, functools.partial(self._deliver_guarded, job.id, channel))
+
+    def _channel(self, job: Job, live: object | None) -> Channel | None:
+        """The job's channel here, or None. Delivery data this platform cannot read (a damaged or foreign row)
+        is logged once and left alone: one bad row must not stop start-up or the sweep."""
+        try:
+            return self.channel_for(job, live)
+        except Exception:
+            if job.id not in self._unreadable:
+                self._unreadable.add(job.id)
+                log.exception("job %s: its delivery data cannot be read; it is not delivered", job.id)
+            return None
 
     # -- following ---------------------------------------------------------------------------------
 
     async def _follow(self, job_id: str, live: object | None) -> None:
         job = await self.service.job(job_id)
-        channel = None if job is None else self.channel_for(job, live)
+        channel = None if job is None else self._channel(job, live)
         if channel is None:
             return
         status = ThrottledStatus(channel.edit_status, self.config.edit_interval_s)
