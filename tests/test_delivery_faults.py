@@ -112,6 +112,27 @@ async def test_telegram_upload_that_keeps_failing_falls_back_to_links(fake, sett
     assert "Sending Vocals here kept failing" in summary and ".flac" in summary  # and the links are there
 
 
+async def test_telegram_chat_moved_to_a_supergroup_gets_its_stems_there(fake, settings, engine, song):
+    # The group became a supergroup: Telegram answers the old chat id with migrate_to_chat_id (PTB's
+    # ChatMigrated, not a BadRequest); the stems and the summary must follow the chat to its new id.
+    new_chat = -1001234567890
+    fake.chat(new_chat, "supergroup")
+    fake.fail_next("sendAudio", "Bad Request: group chat was upgraded to a supergroup chat", 400,
+                   parameters={"migrate_to_chat_id": new_chat})
+    quick = FollowerConfig(edit_interval_s=0.0, send=RetryPolicy(attempts=3, base_s=0.1))
+    bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1, delivery=quick)
+    await bot.start()
+    worker = await start_worker(settings, engine)
+    try:
+        fake.send_audio(ALICE, song, filename="song.mp3")
+        await fake.wait_for(lambda: any("BPM" in (m.text or "") for m in fake.messages(new_chat)), timeout=120)
+    finally:
+        await worker.stop()
+        await bot.stop()
+    assert [m.title for m in fake.messages(new_chat) if m.file_bytes] == TITLES  # each stem once, in the new chat
+    assert not [m for m in fake.messages(ALICE) if m.file_bytes]
+
+
 # -- SIGTERM during an upload, then a restart ------------------------------------------------------------------
 
 

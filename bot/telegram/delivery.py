@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,16 @@ from datetime import timedelta
 
 from telegram import Bot
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 
 from bot.delivery import Follower, FollowerConfig, Notice, Rejected, Summary, Transient
 from bot.progress_text import describe, upload_failed_note
@@ -61,6 +71,8 @@ def _neutral_errors() -> Iterator[None]:
     """PTB's exceptions as the follower's: flood control, 5xx and timeouts may pass; a refusal won't."""
     try:
         yield
+    except InvalidToken as exc:  # every later send would be refused too; not a NetworkError
+        raise Rejected(exc.message) from exc
     except RetryAfter as exc:
         wait = exc.retry_after
         raise Transient("flood control", wait.total_seconds() if isinstance(wait, timedelta) else float(wait)) from exc
@@ -84,6 +96,17 @@ class TelegramChannel:
     def upload_limit(self) -> int:
         return self._upload_limit
 
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """A group that became a supergroup has a new chat id: follow it, and let the retry send there at once."""
+        try:
+            with _neutral_errors():
+                yield
+        except ChatMigrated as exc:
+            log.info("chat %s moved to %s; sending there", self.where.chat_id, exc.new_chat_id)
+            self.where = dataclasses.replace(self.where, chat_id=int(exc.new_chat_id), reply_to=None)
+            raise Transient("the chat moved to a supergroup", 0.0) from exc
+
     def describe(self, event: JobEvent) -> str:
         return describe(event)
 
@@ -104,7 +127,7 @@ class TelegramChannel:
             data = await asyncio.to_thread(stem.path.read_bytes)
         except OSError as exc:
             raise Rejected(f"cannot read {stem.filename}: {exc.strerror}") from exc
-        with _neutral_errors():
+        with self._sending():
             await self.bot.send_audio(
                 self.where.chat_id,
                 audio=data,
@@ -122,7 +145,7 @@ class TelegramChannel:
         text = texts.summary(summary.result, [s.name.capitalize() for s in summary.too_big])
         if summary.failed:
             text += "\n" + upload_failed_note([s.name for s in summary.failed])
-        with _neutral_errors():
+        with self._sending():
             await self.bot.send_message(
                 self.where.chat_id, text, parse_mode=ParseMode.HTML, disable_web_page_preview=True
             )
@@ -131,7 +154,7 @@ class TelegramChannel:
         """Failures are told in the status message itself (a new message if that one is gone)."""
         state = "expired" if notice.expired else "failed"
         text = describe(JobEvent("", state, 1.0, message=notice.reason or ""))
-        with _neutral_errors():
+        with self._sending():
             try:
                 await self.bot.edit_message_text(text, chat_id=self.where.chat_id, message_id=self.where.status_message_id)
             except BadRequest as exc:
