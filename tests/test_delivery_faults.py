@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -95,18 +95,23 @@ async def test_telegram_flood_control_then_bad_gateway_delivers_everything_once(
     print(f"429 retry_after=2 then 502: stems and summary delivered {took:.1f} s after the first upload try")
 
 
-async def test_telegram_upload_that_keeps_failing_falls_back_to_links(fake, settings, engine, song):
-    fake.fail_next("sendAudio", "Bad Gateway", 502, times=3)  # the vocals, every try
+async def deliver_with_quick_retries(fake: FakeTelegram, settings, engine, song, until: Callable[[], Awaitable[None]]) -> None:
+    """Alice sends the song to a bot whose sends retry 3 times, 0.1 s apart; returns once `until()` is done."""
     quick = FollowerConfig(edit_interval_s=0.0, send=RetryPolicy(attempts=3, base_s=0.1))
     bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1, delivery=quick)
     await bot.start()
     worker = await start_worker(settings, engine)
     try:
         fake.send_audio(ALICE, song, filename="song.mp3")
-        await wait_for_summary(fake)
+        await until()
     finally:
         await worker.stop()
         await bot.stop()
+
+
+async def test_telegram_upload_that_keeps_failing_falls_back_to_links(fake, settings, engine, song):
+    fake.fail_next("sendAudio", "Bad Gateway", 502, times=3)  # the vocals, every try
+    await deliver_with_quick_retries(fake, settings, engine, song, lambda: wait_for_summary(fake))
     assert stems_sent(fake) == TITLES[1:]
     (summary,) = summaries(fake)
     assert "Sending Vocals here kept failing" in summary and ".flac" in summary  # and the links are there
@@ -119,16 +124,10 @@ async def test_telegram_chat_moved_to_a_supergroup_gets_its_stems_there(fake, se
     fake.chat(new_chat, "supergroup")
     fake.fail_next("sendAudio", "Bad Request: group chat was upgraded to a supergroup chat", 400,
                    parameters={"migrate_to_chat_id": new_chat})
-    quick = FollowerConfig(edit_interval_s=0.0, send=RetryPolicy(attempts=3, base_s=0.1))
-    bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1, delivery=quick)
-    await bot.start()
-    worker = await start_worker(settings, engine)
-    try:
-        fake.send_audio(ALICE, song, filename="song.mp3")
-        await fake.wait_for(lambda: any("BPM" in (m.text or "") for m in fake.messages(new_chat)), timeout=120)
-    finally:
-        await worker.stop()
-        await bot.stop()
+    def summary_there() -> Awaitable[None]:
+        return fake.wait_for(lambda: any("BPM" in (m.text or "") for m in fake.messages(new_chat)), timeout=120)
+
+    await deliver_with_quick_retries(fake, settings, engine, song, summary_there)
     assert [m.title for m in fake.messages(new_chat) if m.file_bytes] == TITLES  # each stem once, in the new chat
     assert not [m for m in fake.messages(ALICE) if m.file_bytes]
 
