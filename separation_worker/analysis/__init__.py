@@ -66,7 +66,7 @@ def analyze(samples: np.ndarray, sample_rate: int) -> MusicalAnalysis:
     # its hop is twice the onset's and the frames are centred, so they coincide).
     magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=TEMPO_HOP))
     onset = onsets(magnitude, ANALYSIS_SR)
-    tempo = estimate_tempo(onset.full, ANALYSIS_SR / TEMPO_HOP, accents=onset.low)
+    tempo = estimate_tempo(onset.full, ANALYSIS_SR / TEMPO_HOP, accents=onset)
     key = estimate_key(y, ANALYSIS_SR, magnitude[:, :: TUNING_HOP // TEMPO_HOP])
     return MusicalAnalysis(
         bpm=round(tempo.bpm, 1) if tempo else None,
