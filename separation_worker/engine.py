@@ -1,7 +1,9 @@
 """The separation engine: the ensemble's models, loaded once and kept warm, run over a song.
 
-vocals = weighted average of each model's vocal estimate; instrumental = mix - vocals,
-so the two stems add back up to the input exactly.
+vocals = weighted average of each model's vocal estimate; instrumental = the same of each model's instrumental
+(the mix minus its vocals, or MDX23C's own instrumental head). The stems written share what the pair leaves out,
+so they add back up to the input exactly. A mode's split models (models/modes.py) then run over those stems,
+loaded on first use and kept.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .contract.errors import ModelError
 from .inference import compiling, cost
 from .inference import device as device_setup
 from .inference.chunking import batches, plan, run_chunked
 from .inference.device import RunConfig, run_config
 from .inference.estimate import ModelCost
 from .models import loader
+from .models.modes import MODES, Mode, Split
 from .models.zoo import Ensemble, ModelSpec, parse_ensemble
 
 log = logging.getLogger(__name__)
@@ -38,11 +42,14 @@ WAIT_REPORT_S = 0.5  # how often a queued separation hears how long it has waite
 
 @dataclass
 class EnsembleOutput:
+    # The ensemble's estimates, each the weighted average of its members' (as audio-separator's outputs combine).
     vocals: np.ndarray  # (2, n) float32
     instrumental: np.ndarray
     per_model_vocals: dict[str, np.ndarray]
     per_model_instrumental: dict[str, np.ndarray] = field(default_factory=dict)
     seconds_per_model: dict[str, float] = field(default_factory=dict)
+    # The mode's stems, in its order: they partition the mix exactly (a mode's mixes come on top).
+    stems: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SeparationEngine:
@@ -52,6 +59,7 @@ class SeparationEngine:
         self.model_mirror = model_mirror  # where missing models are fetched from ("": the zoo's hosts)
         self.run = run
         self._models: list[loader.LoadedModel] = []
+        self._split_models: dict[tuple[str, str], loader.LoadedModel] = {}  # by (checkpoint, config), once used
         self._compiled: dict[int, compiling.Compiled] = {}  # by id(model): the models still running compiled
         self._flops: dict[int, float | None] = {}  # by id(model): one chunk's FLOPs, once counted
         self.device_lock = DeviceLock()  # one separation on the device at a time (a worker runs several jobs)
@@ -82,17 +90,44 @@ class SeparationEngine:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.model_dir / "torchinductor"))
         device_setup.prepare(self.run)
         for spec in self.ensemble.members:
-            model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download, self.model_mirror)
-            if self.run.device.type == "cuda":
-                _allow_flash_attention(model.module)
-            device_setup.keep_on_device(model, self.run.device)
-            if self.run.compile:
-                compiled = compiling.compile_model(model)
-                if compiled is not None:
-                    self._compiled[id(model)] = compiled
-                    if warm_up:
-                        self.warm_up(model)
-            self._models.append(model)
+            self._models.append(self._load_model(spec, allow_download, on_download, warm_up, member=True))
+
+    def load_mode(
+        self, mode: Mode, allow_download: bool = True, on_download: Callable[[ModelSpec], None] | None = None
+    ) -> None:
+        """The ensemble and the mode's split models (each loaded once, then kept with the ensemble)."""
+        self.load(allow_download, on_download)
+        for spec in mode.models:
+            self.split_model(spec, allow_download, on_download)
+
+    def split_model(
+        self, spec: ModelSpec, allow_download: bool = True, on_download: Callable[[ModelSpec], None] | None = None
+    ) -> loader.LoadedModel:
+        key = (spec.checkpoint, spec.config)
+        if key not in self._split_models:
+            self._split_models[key] = self._load_model(spec, allow_download, on_download, warm_up=True, member=False)
+        return self._split_models[key]
+
+    def _load_model(
+        self,
+        spec: ModelSpec,
+        allow_download: bool,
+        on_download: Callable[[ModelSpec], None] | None,
+        warm_up: bool,
+        member: bool,
+    ) -> loader.LoadedModel:
+        model = loader.load(spec, self.model_dir, self.run.device, allow_download, on_download, self.model_mirror,
+                            member=member)
+        if self.run.device.type == "cuda":
+            _allow_flash_attention(model.module)
+        device_setup.keep_on_device(model, self.run.device)
+        if self.run.compile:
+            compiled = compiling.compile_model(model)
+            if compiled is not None:
+                self._compiled[id(model)] = compiled
+                if warm_up:
+                    self.warm_up(model)
+        return model
 
     def warm_up(self, model: loader.LoadedModel) -> None:
         """Compile now (about a minute per model on first use) rather than on the first user's song.
@@ -197,8 +232,9 @@ class SeparationEngine:
         A model that predicts both (MDX23C) gives both; a single-target model's other stem is
         the mix minus its target, as audio-separator computes it.
         """
-        outputs = [stems[name] for name in model.roles.outputs]
-        vocals_at, accompaniment_at = model.roles.vocals, model.roles.accompaniment
+        roles = model.vocal_roles
+        outputs = [stems[name] for name in roles.outputs]
+        vocals_at, accompaniment_at = roles.vocals, roles.accompaniment
         accompaniment = outputs[accompaniment_at] if accompaniment_at is not None else None
         if vocals_at is not None:
             vocals = outputs[vocals_at]
@@ -207,20 +243,31 @@ class SeparationEngine:
             vocals = mix - accompaniment
         return vocals, accompaniment if accompaniment is not None else mix - vocals
 
+    def steps(self, mode: Mode) -> int:
+        """Models a separation in `mode` runs, one after the other (its progress counts them)."""
+        return len(self.ensemble.members) + len(mode.splits)
+
     def separate(
-        self, mix: np.ndarray, progress: ModelProgress | None = None, waiting: DeviceWait | None = None
+        self,
+        mix: np.ndarray,
+        progress: ModelProgress | None = None,
+        waiting: DeviceWait | None = None,
+        mode: Mode = MODES["vocals"],
     ) -> EnsembleOutput:
-        """The ensemble over one song, holding the device: concurrent calls take turns, first come first served.
+        """The ensemble (and the mode's splits) over one song, holding the device: concurrent calls take turns,
+        first come first served.
 
         `waiting` hears how long this call has queued behind others (every WAIT_REPORT_S, then the total once
         its turn came); it is never called when the device was free.
         """
         with self.device_lock.hold(waiting):
-            return self.run_ensemble(mix, progress)
+            return self.run_ensemble(mix, progress, mode)
 
-    def run_ensemble(self, mix: np.ndarray, progress: ModelProgress | None = None) -> EnsembleOutput:
+    def run_ensemble(
+        self, mix: np.ndarray, progress: ModelProgress | None = None, mode: Mode = MODES["vocals"]
+    ) -> EnsembleOutput:
         """The separation itself; the caller holds `device_lock` (`separate` does)."""
-        self.load()
+        self.load_mode(mode)
         x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.run.device)
         vocals = torch.zeros_like(x)
         instrumental = torch.zeros_like(x)
@@ -238,18 +285,58 @@ class SeparationEngine:
             per_model_instrumental[model.spec.name] = model_instrumental.cpu().numpy()
             _synchronize(self.run.device)
             seconds[model.spec.name] = time.perf_counter() - started
+        # A member with its own instrumental head (MDX23C) leaves the pair a little short of the mix. The stems must
+        # add back up to it (raw stems null against the input), so the gap is shared equally: the least change to
+        # both estimates that makes them sum to the mix.
+        half_gap = (x - vocals - instrumental) / 2
+        stems = {"vocals": vocals + half_gap, "instrumental": instrumental + half_gap}
+        for step, split in enumerate(mode.splits, start=len(self._models)):
+            started = time.perf_counter()
+            name = split.model.name
+            report = (lambda f, i=step, n=name: progress(i, n, f)) if progress else None
+            self._apply_split(split, stems, report)
+            _synchronize(self.run.device)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        for mixed, parts in mode.mixes:
+            stems[mixed] = sum((stems[p] for p in parts[1:]), stems[parts[0]])
         return EnsembleOutput(
             vocals=vocals.cpu().numpy(),
             instrumental=instrumental.cpu().numpy(),
             per_model_vocals=per_model,
             per_model_instrumental=per_model_instrumental,
             seconds_per_model=seconds,
+            stems={name: stems[name].cpu().numpy() for name in mode.order},
         )
 
-    def describe(self) -> list[dict]:
-        return [
-            {"name": m.name, "checkpoint": m.checkpoint, "weight": m.weight} for m in self.ensemble.members
+    def _apply_split(
+        self, split: Split, stems: dict[str, torch.Tensor], progress: Callable[[float], None] | None
+    ) -> None:
+        """Replace `split.source` by the model's kept stems, adding what is left to `split.rest`."""
+        model = self.split_model(split.model)
+        source = stems.pop(split.source)
+        outputs = self.separate_model(model, source, progress)
+        by_name = {name.casefold(): stem for name, stem in outputs.items()}
+        if len(outputs) == 1 and len(model.stems) == 2:  # a single-target model: its other stem is the rest
+            other = next(n for n in model.stems if n.casefold() not in by_name)
+            by_name[other.casefold()] = source - next(iter(outputs.values()))
+        kept = torch.zeros_like(source)
+        for spellings, ours in split.keep:
+            stem = next((by_name[n.casefold()] for n in spellings if n.casefold() in by_name), None)
+            if stem is None:
+                raise ModelError(f"{model.spec.name}: its YAML names none of {list(spellings)} "
+                                 f"(it has {list(model.stems)})")
+            stems[ours] = stem
+            kept += stem
+        rest = source - kept
+        stems[split.rest] = stems[split.rest] + rest if split.rest in stems else rest
+
+    def describe(self, mode: Mode = MODES["vocals"]) -> list[dict]:
+        members = [{"name": m.name, "checkpoint": m.checkpoint, "weight": m.weight} for m in self.ensemble.members]
+        splits = [
+            {"name": s.model.name, "checkpoint": s.model.checkpoint, "weight": 1.0, "splits": s.source}
+            for s in mode.splits
         ]
+        return members + splits
 
 
 class DeviceLock:

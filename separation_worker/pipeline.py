@@ -1,6 +1,6 @@
 """One call from an input (a path, a URL, or decoded audio) to stems on disk and their manifest.
 
-fetch -> decode -> separate (ensemble) -> loudness -> analyze -> encode -> result.json (the manifest)
+fetch -> decode -> separate (ensemble, then the mode's splits) -> loudness -> analyze -> encode -> result.json
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .contract.errors import InputError
 from .contract.manifest import STEM_LABELS, FileEntry, Manifest, ModelInfo, StemEntry, Timings, stem_title
 from .engine import SeparationEngine
 from .fetch import fetch, is_url
+from .models.modes import DEFAULT_MODE, Mode, mode_named
 from .progress import ProgressCallback, ProgressEvent, ignore
 
 MAX_TITLE_CHARS = 120
@@ -39,6 +40,8 @@ def separate_song(
     progress: ProgressCallback | None = None,
     allow_private_urls: bool = True,
     keep_original: bool = False,
+    mode: Mode | str = DEFAULT_MODE,
+    raw: bool = False,
 ) -> Manifest:
     """Separate one song into loudness-normalized stems in `out_dir`, in one format or several; returns the manifest.
 
@@ -47,7 +50,10 @@ def separate_song(
     `progress` may raise to abort the job (a timeout, a cancellation): the exception propagates.
     `allow_private_urls` is for a local user's own links; a public service passes its setting.
     `keep_original` also writes the input as `<title> (Original).<first format>` (to compare against).
+    `mode`: which stems (models/modes.py). `raw`: stems as separated, not loudness-normalized, so that they sum
+    back to the input (in FLAC or WAV, 24-bit, they null against it).
     """
+    mode = mode_named(mode) if isinstance(mode, str) else mode
     formats = [f.lower() for f in ([fmt] if isinstance(fmt, str) else fmt or [settings.output_format])]
     unknown = [f for f in formats if f not in audio_io.ENCODER_ARGS]
     if unknown or not formats:
@@ -61,7 +67,7 @@ def separate_song(
 
     with _stage(timings, "separate"):
         emit(ProgressEvent("separate", 0.0))
-        n_models = len(engine.ensemble.members)
+        n_models = engine.steps(mode)
 
         def on_model(index: int, name: str, fraction: float) -> None:
             emit(ProgressEvent("separate", (index + fraction) / n_models, name, fraction))
@@ -73,29 +79,32 @@ def separate_song(
             waited = seconds
             emit(ProgressEvent("separate", 0.0, device_wait=seconds))
 
-        separated = engine.separate(audio.samples, on_model, waiting=on_wait)
+        separated = engine.separate(audio.samples, on_model, waiting=on_wait, mode=mode)
     timings["separate"] -= waited  # the device's time for this song; `total` keeps the wait
     for name, seconds in separated.seconds_per_model.items():
         timings[f"separate.{name}"] = seconds
 
     with _stage(timings, "loudness"):
         emit(ProgressEvent("loudness", 0.0))
-        raw_stems = {"vocals": separated.vocals, "instrumental": separated.instrumental}
+        raw_stems = separated.stems
         done: list[str] = []
 
         def on_stem(name: str) -> None:
             done.append(name)
             emit(ProgressEvent("loudness", len(done) / len(raw_stems), name))
 
-        normalized = loudness.normalize_stems(
-            raw_stems,
-            audio_io.SAMPLE_RATE,
-            target_lufs=settings.loudness_target_lufs,
-            ceiling_dbtp=settings.true_peak_ceiling_dbtp - max(_codec_headroom(f) for f in formats),
-            max_gain_db=settings.max_gain_db,
-            silence_lufs=settings.silence_lufs,
-            on_stem=on_stem,
-        )
+        if raw:
+            normalized = loudness.measure_stems(raw_stems, audio_io.SAMPLE_RATE, silence_lufs=settings.silence_lufs)
+        else:
+            normalized = loudness.normalize_stems(
+                raw_stems,
+                audio_io.SAMPLE_RATE,
+                target_lufs=settings.loudness_target_lufs,
+                ceiling_dbtp=settings.true_peak_ceiling_dbtp - max(_codec_headroom(f) for f in formats),
+                max_gain_db=settings.max_gain_db,
+                silence_lufs=settings.silence_lufs,
+                on_stem=on_stem,
+            )
 
     with _stage(timings, "analyze"):
         emit(ProgressEvent("analyze", 0.0))
@@ -127,7 +136,7 @@ def separate_song(
                 )
                 for name, (_, report) in normalized.items()
             ),
-            models=tuple(ModelInfo.from_dict(m) for m in engine.describe()),
+            models=tuple(ModelInfo.from_dict(m) for m in engine.describe(mode)),
             device=str(engine.run.device),
             precision=engine.run.precision,
             timings=Timings.from_stages(timings),
@@ -135,6 +144,8 @@ def separate_song(
             original=_entry(folder, original) if original else None,
             artist=audio.artist,
             track=audio.track,
+            mode=mode.name,
+            raw=raw,
         )
         folder.write_text(MANIFEST_FILE, manifest.to_json())  # last: once it exists, every file it names does
     return manifest

@@ -19,7 +19,7 @@ from separation_worker.inference.device import run_config
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE
 from stembot.settings import Settings
 from storage import Database, FakeClock
-from tests.support.model_factory import write_ensemble
+from tests.support.model_factory import write_ensemble, write_mode_models
 
 SR = 44100
 
@@ -46,7 +46,7 @@ async def db(tmp_path, clock):
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    return write_ensemble(tmp_path_factory.mktemp("models"))
+    return write_mode_models(write_ensemble(tmp_path_factory.mktemp("models")))
 
 
 @pytest.fixture(scope="session")

@@ -56,19 +56,21 @@ def test_separate_a_url_as_flac(tmp_path, cli_env, http_server):
     assert_stems(out, "Served Track", "flac", 3.0)
 
 
-def test_stems_are_the_ensembles_before_loudness(tmp_path, cli_env, engine):
-    # WAV output with the normalization neutralised (target = input loudness, no ceiling hit).
+def test_raw_stems_are_the_ensembles_and_null_against_the_input(tmp_path, cli_env, engine):
     x = music(3.0, level=0.05)
     song = write_audio(tmp_path / "quiet.wav", x)
-    env = {**cli_env, "STEMBOT_MAX_GAIN_DB": "0", "STEMBOT_LOUDNESS_TARGET_LUFS": "0"}
     out = tmp_path / "sum"
-    proc = run_cli(["separate", str(song), "--out", str(out), "--format", "wav"], env)
+    proc = run_cli(["separate", str(song), "--out", str(out), "--format", "wav", "--raw"], cli_env)
     assert proc.returncode == 0, proc.stderr
     vocals = audio_io.decode(out / "quiet (Vocals).wav", 60).samples
     instrumental = audio_io.decode(out / "quiet (Instrumental).wav", 60).samples
-    expected = engine.separate(audio_io.decode(song, 60).samples)
-    assert np.abs(vocals - expected.vocals).max() < 1e-4  # 24-bit quantization only
-    assert np.abs(instrumental - expected.instrumental).max() < 1e-4
+    original = audio_io.decode(song, 60).samples
+    expected = engine.separate(original)
+    assert np.abs(vocals - expected.stems["vocals"]).max() < 1e-4  # 24-bit quantization only
+    assert np.abs(instrumental - expected.stems["instrumental"]).max() < 1e-4
+    assert np.abs(vocals + instrumental - original).max() < 1e-4
+    result = json.loads((out / "result.json").read_text())
+    assert result["raw"] is True and result["stems"]["vocals"]["loudness"]["gain_db"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,12 @@ def test_reads_a_result_json_written_before_the_manifest():
     assert manifest.timings.fetch == 1.2 and manifest.timings.per_model == {"BS-Roformer": 10.4}
     assert manifest.analysis.summary() == "128 BPM · A minor (8A)"
     assert manifest.models[0].checkpoint.endswith(".ckpt") and manifest.device == "cuda:0"
-    # Written again, it says the same: the old keys and values, plus the version.
+    # Written again, it says the same: the old keys and values, plus the version, the mode (written before modes:
+    # vocals), raw, and each stem's label.
     old, new = json.loads(OLD_RESULT_JSON), json.loads(manifest.to_json())
     assert new.pop("version") == 1
+    assert (new.pop("mode"), new.pop("raw")) == ("vocals", False)
+    assert [stem.pop("label") for stem in new["stems"].values()] == ["Vocals", "Instrumental"]
     assert new == old
 
 

@@ -28,7 +28,19 @@ ANALYSIS_FIELDS = ("bpm", "bpm_confidence", "key", "camelot", "key_confidence", 
 STAGES = ("fetch", "decode", "separate", "loudness", "analyze", "encode", "total")
 _PER_MODEL = "separate."  # timings key prefix: seconds of one ensemble member
 # How a stem is named to people: in its file name, its title tag and the title a chat shows.
-STEM_LABELS = {"vocals": "Vocals", "instrumental": "Instrumental"}
+STEM_LABELS = {
+    "vocals": "Vocals",
+    "instrumental": "Instrumental",
+    "lead_vocals": "Lead Vocals",
+    "backing_vocals": "Backing Vocals",
+    "instrumental_backing": "Instrumental + Backing",
+    "drums": "Drums",
+    "bass": "Bass",
+    "guitar": "Guitar",
+    "piano": "Piano",
+    "other": "Other",
+    "vocal_reverb": "Vocal Reverb + Noise",
+}
 
 
 def stem_label(name: str) -> str:
@@ -119,6 +131,7 @@ class StemEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.primary.to_dict(),  # `file`/`size_bytes`: the primary file, for readers that predate `files`
+            "label": stem_label(self.name),  # as people see it (derived from the name: not read back)
             "files": {fmt: entry.to_dict() for fmt, entry in self.files.items()},
             "silent": self.silent,
             "loudness": self.loudness.to_dict() if self.loudness else None,
@@ -187,14 +200,17 @@ class ModelInfo:
     name: str  # shown to users
     checkpoint: str
     weight: float
+    splits: str | None = None  # a mode's split model: the stem it splits (None: an ensemble member)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "checkpoint": self.checkpoint, "weight": self.weight}
+        data: dict[str, Any] = {"name": self.name, "checkpoint": self.checkpoint, "weight": self.weight}
+        return {**data, "splits": self.splits} if self.splits else data
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelInfo:
         data = _object(data, "model")
-        return cls(str(data.get("name", "")), str(data.get("checkpoint", "")), float(_optional_number(data.get("weight")) or 0.0))
+        return cls(str(data.get("name", "")), str(data.get("checkpoint", "")),
+                   float(_optional_number(data.get("weight")) or 0.0), _optional_str(data.get("splits")))
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,8 @@ class Manifest:
     # The song as its tags (or its page) name it; `title` stays the display title ("Artist - Track").
     artist: str | None = None
     track: str | None = None
+    mode: str = "vocals"  # the separation mode (models/modes.py); absent before modes: vocals
+    raw: bool = False  # stems as separated, without loudness normalization (they null against the input)
     version: int = VERSION
 
     def __post_init__(self) -> None:
@@ -269,6 +287,8 @@ class Manifest:
             "duration": self.duration,
             "sample_rate": self.sample_rate,
             "format": self.format,
+            "mode": self.mode,
+            "raw": self.raw,
             "stems": {s.name: s.to_dict() for s in self.stems},  # name-keyed, in stem order: the layout readers know
             "models": [m.to_dict() for m in self.models],
             "device": self.device,
@@ -321,6 +341,8 @@ class Manifest:
                 original=FileEntry.from_dict(data["original"]) if data.get("original") is not None else None,
                 artist=_optional_text(data.get("artist")),  # absent before the tags were kept
                 track=_optional_text(data.get("track")),
+                mode=str(data.get("mode") or "vocals"),
+                raw=bool(data.get("raw", False)),
                 version=version,
             )
         except (TypeError, ValueError) as exc:  # e.g. a float('x') deep inside: one error type for callers

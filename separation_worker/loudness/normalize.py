@@ -55,6 +55,27 @@ def normalize_stems(
     return normalized
 
 
+def measure_stems(
+    stems: Mapping[str, np.ndarray], sample_rate: int, silence_lufs: float = -60.0
+) -> dict[str, tuple[np.ndarray, LoudnessReport]]:
+    """The stems unchanged (raw output: they must null against the input), each with its loudness measured."""
+    weighted = {name: k_weight(samples, sample_rate) for name, samples in stems.items()}
+    song_lufs = energies_of_sum(list(weighted.values())).lufs()
+    measured = {}
+    for name, samples in stems.items():
+        lufs = weighted.pop(name).energies.lufs()
+        peak = to_dbtp(TruePeaks(np.asarray(samples, dtype=np.float32)).max())
+        silent = _silent(lufs, silence_lufs, song_lufs)
+        measured[name] = (samples, LoudnessReport(lufs, lufs, peak, peak, 0.0, False, silent))
+    return measured
+
+
+def _silent(lufs: float | None, silence_lufs: float, reference_lufs: float | None) -> bool:
+    return lufs is None or lufs < silence_lufs or (
+        reference_lufs is not None and lufs < reference_lufs - RELATIVE_SILENCE_LU
+    )
+
+
 def normalize(
     samples: np.ndarray,
     sample_rate: int,
@@ -77,9 +98,7 @@ def normalize(
     before = energies.lufs()
     peaks = TruePeaks(samples)
     peak_before = to_dbtp(peaks.max())
-    if before is None or before < silence_lufs or (
-        reference_lufs is not None and before < reference_lufs - RELATIVE_SILENCE_LU
-    ):
+    if before is None or _silent(before, silence_lufs, reference_lufs):
         # Near-silent (e.g. the vocals of an instrumental): amplifying it would only raise noise.
         return samples, LoudnessReport(before, before, peak_before, peak_before, 0.0, False, True)
 

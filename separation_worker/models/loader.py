@@ -18,7 +18,7 @@ import yaml
 from ..contract.errors import ModelError
 from . import inventory
 from .download import download
-from .roles import OutputRoles, resolve_roles
+from .roles import OutputRoles, output_names, resolve_roles
 from .zoo import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,25 @@ class LoadedModel:
     spec: ModelSpec
     family: str  # bs_roformer | mel_band_roformer | mdx23c
     module: torch.nn.Module  # on its device, eval mode, fp32 weights
-    roles: OutputRoles  # its outputs as published, and which is the vocals
+    roles: OutputRoles | None  # an ensemble member's outputs, and which is the vocals; None for a mode's split model
     chunking: ChunkingParams
     config: dict
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return self.roles.outputs
+        """The module's outputs, in order, named as published."""
+        return self.roles.outputs if self.roles else output_names(self.config)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """Every stem the YAML names (a single-target model's other stem is the input minus its target)."""
+        return tuple(str(n) for n in (self.config.get("training") or {}).get("instruments") or ()) or self.outputs
+
+    @property
+    def vocal_roles(self) -> OutputRoles:
+        if self.roles is None:
+            raise ModelError(f"{self.spec.name} is not an ensemble member: it has no vocals role")
+        return self.roles
 
 
 def files_present(spec: ModelSpec, model_dir: Path) -> bool:
@@ -146,11 +158,13 @@ def load(
     allow_download: bool = True,
     on_download: Callable[[ModelSpec], None] | None = None,
     mirror: str = "",
+    member: bool = True,
 ) -> LoadedModel:
+    """`member`: an ensemble member, whose vocals output is found now (a mode's split model names its stems)."""
     ensure_files(spec, model_dir, allow_download, on_download, mirror)
     config = read_config(model_dir / spec.config)
     family = detect_family(config)
-    roles = resolve_roles(config, spec.vocals_stem, spec.name)
+    roles = resolve_roles(config, spec.vocals_stem, spec.name) if member else None
     checkpoint = model_dir / spec.checkpoint
     try:
         module = build_module(family, config, checkpoint)

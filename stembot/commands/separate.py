@@ -8,6 +8,7 @@ from pathlib import Path
 
 from separation_worker.contract.errors import InputError
 from separation_worker.contract.messages import format_duration
+from separation_worker.models.modes import DEFAULT_MODE, MODES
 from separation_worker.models.zoo import DEFAULT_PRESET, PRESETS
 from storage.files import MANIFEST_FILE, OutputFolder
 
@@ -18,10 +19,12 @@ FAST_PRESET = "fast"
 # A separation estimated to take longer than this gets one line saying how long, and what the fast preset takes.
 HINT_AFTER_S = 180.0
 DEVICE_LABELS = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU (MPS)"}
+RAW_FORMATS = ("flac", "wav")  # raw stems must null against the input: lossless, 24-bit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("separate", help="separate a song (file or link) into vocals and instrumental")
+    parser = sub.add_parser("separate", help="separate a song (file or link) into stems: vocals and instrumental, "
+                            "or another --mode")
     parser.add_argument("input", metavar="INPUT", help="an audio/video file, or a link (YouTube, SoundCloud, direct URL, ...)")
     parser.add_argument("--out", "-o", type=Path, default=Path("stems"), help="output folder (default: ./stems)")
     parser.add_argument("--format", "-f", choices=("mp3", "flac", "wav"), default=None,
@@ -31,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
                         help="default: the three-model ensemble (or STEMBOT_ENSEMBLE); "
                              "fast: Kim's Mel-Band Roformer alone, about 5%% of the ensemble's work (for CPUs)")
+    parser.add_argument("--mode", choices=tuple(MODES), default=DEFAULT_MODE,
+                        help="which stems: " + "; ".join(f"{m.name}: {m.summary}" for m in MODES.values()))
+    parser.add_argument("--raw", action="store_true",
+                        help="stems as separated, without loudness normalization: they add up to the input "
+                             "(24-bit FLAC, or --format wav)")
     parser.set_defaults(handler=run)
 
 
@@ -57,6 +65,12 @@ def slow_separation_hint(
 
 
 def run(args: argparse.Namespace, settings) -> int:
+    fmt = args.format
+    if args.raw:
+        if fmt not in (None, *RAW_FORMATS):
+            print(f"stembot: --raw stems are lossless: use --format {' or '.join(RAW_FORMATS)}", file=sys.stderr)
+            return 2
+        fmt = fmt or RAW_FORMATS[0]
     if args.preset != DEFAULT_PRESET:  # the preset is the ensemble for everything below (checks, manifest)
         settings = settings.replace(ensemble=PRESETS[args.preset].to_setting())
     require(settings.replace(device=args.device) if args.device else settings, "separate")  # ffmpeg, models
@@ -69,7 +83,8 @@ def run(args: argparse.Namespace, settings) -> int:
     report = SeparationEta(engine, progress, suggest_fast=args.preset != FAST_PRESET)
     out = OutputFolder(args.out)
     try:
-        manifest = separate_song(args.input, out, engine, settings, fmt=args.format, progress=report)
+        manifest = separate_song(args.input, out, engine, settings, fmt=fmt, progress=report, mode=args.mode,
+                                 raw=args.raw)
     except InputError as exc:
         progress.close()
         print(f"stembot: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from separation_worker.models import loader
+from separation_worker.models.modes import MODES
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, Ensemble
 
 PUBLISHED_CONFIGS = Path(__file__).with_name("published_configs")
@@ -46,6 +47,11 @@ TINY_MODEL_SIZES: dict[str, dict] = {
     "model_2_stem_full_band_8k.yaml": {
         "num_channels": 4, "growth": 4, "num_scales": 1, "num_blocks_per_scale": 1, "bottleneck_factor": 16,
     },
+    # The modes' split models (models/modes.py)
+    "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956_config.yaml": _TINY_ROFORMER,
+    "BS-Roformer-SW.yaml": _TINY_ROFORMER,
+    "dereverb_mel_band_roformer_anvuew.yaml": _TINY_ROFORMER,
+    "denoise_mel_band_roformer_aufr33_sdr_27.9959_config.yaml": _TINY_ROFORMER,
 }
 
 # Other mirrors of the same checkpoints publish other stem spellings: the training repository's
@@ -53,6 +59,10 @@ TINY_MODEL_SIZES: dict[str, dict] = {
 STEM_NAME_VARIANTS: dict[str, dict] = {
     "training-repo": {
         "model_bs_roformer_ep_317_sdr_12.9755.yaml": {"instruments": ["vocals", "other"], "target_instrument": "vocals"},
+        # The karaoke model's author named its target (the lead vocal) "karaoke"; the zoo's copy says Vocals.
+        "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956_config.yaml": {
+            "instruments": ["karaoke", "other"], "target_instrument": "karaoke",
+        },
     },
 }
 
@@ -84,6 +94,14 @@ def write_model(
     written = loader.read_config(model_dir / config_name)
     module = loader.build_module(loader.detect_family(written), written, None)
     torch.save(module.state_dict(), model_dir / checkpoint)
+
+
+def write_mode_models(model_dir: Path) -> Path:
+    """The split models every mode uses (models/modes.py), beside the ensemble's."""
+    for seed, spec in enumerate({m.checkpoint: m for mode in MODES.values() for m in mode.models}.values(), start=10):
+        if not loader.files_present(spec, model_dir):
+            write_model(model_dir, spec.checkpoint, spec.config, seed=seed)
+    return model_dir
 
 
 def write_ensemble(
