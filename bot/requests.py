@@ -51,6 +51,29 @@ class JobHandle:
     job_id: str
     position: int | None  # place in the queue (1 = next); None once a worker has it
     quota: QuotaInfo
+    mode: str = "vocals"  # the separation mode it runs in (separation_worker/models/modes.py)
+    songs: int = 1  # what it cost against the quota
+
+
+@dataclass(frozen=True)
+class ModeOption:
+    """A separation mode as a user may be offered it."""
+
+    name: str  # "karaoke"
+    title: str  # "Karaoke"
+    summary: str  # what it gives
+    songs: int  # quota songs one song costs in it
+    allowed: bool  # the user's tier may pick it
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    """A waiting job's mode was changed."""
+
+    job_id: str
+    mode: str
+    songs: int
+    quota: QuotaInfo
 
 
 class RefusalCode(str, Enum):
@@ -66,6 +89,9 @@ class RefusalCode(str, Enum):
     NOT_AUDIO = "not_audio"
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"
+    UNKNOWN_MODE = "unknown_mode"
+    PRO_MODE = "pro_mode"  # a mode the user's tier may not pick
+    TOO_LATE = "too_late"  # the job's mode can no longer change: a worker has it
     DOWNLOAD_FAILED = "download_failed"  # the front end could not fetch the user's file
 
 

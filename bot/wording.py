@@ -12,6 +12,14 @@ from datetime import datetime
 
 from bot.progress_text import until_text
 from separation_worker.contract import messages
+from separation_worker.contract.modes import MODE_NAMES, MODE_SUMMARIES
+
+# How each separation mode is named to people.
+MODE_TITLES = {"vocals": "Vocals", "karaoke": "Karaoke", "stems": "Full stems", "clean-vocals": "Clean vocals"}
+
+
+def mode_title(mode: str) -> str:
+    return MODE_TITLES.get(mode, mode.replace("-", " ").capitalize())
 
 
 def plural(count: int, word: str) -> str:
@@ -33,6 +41,9 @@ class Wording:
     max_input_bytes: int
     max_duration_seconds: float  # Pro's
     max_duration_free_seconds: float
+    free_modes: tuple[str, ...] = ("vocals",)
+    pro_modes: tuple[str, ...] = MODE_NAMES
+    mode_costs: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(cls, settings) -> Wording:
@@ -43,6 +54,9 @@ class Wording:
             settings.max_input_bytes,
             settings.max_duration_seconds,
             min(settings.max_duration_free_seconds, settings.max_duration_seconds),
+            settings.free_modes,
+            settings.pro_modes,
+            settings.mode_costs,
         )
 
     # -- shared fragments ----------------------------------------------------------------------
@@ -70,6 +84,41 @@ class Wording:
         limit = self.max_duration_seconds if pro else self.max_duration_free_seconds
         upsell = "" if pro or limit >= self.max_duration_seconds else " (longer for Pro: /pro)"
         return messages.too_long(duration, int(limit), upsell)
+
+    def mode_songs(self, mode: str) -> int:
+        return dict(self.mode_costs).get(mode, 1)
+
+    def mode_line(self, mode: str) -> str:
+        """"Karaoke: lead vocals, backing vocals, … (2 songs, Pro)" for /help and /mode."""
+        notes = []
+        if self.mode_songs(mode) > 1:
+            notes.append(plural(self.mode_songs(mode), "song"))
+        if mode not in self.free_modes:
+            notes.append("Pro")
+        note = f" ({', '.join(notes)})" if notes else ""
+        return f"{mode_title(mode)}: {MODE_SUMMARIES[mode]}{note}"
+
+    def unknown_mode(self, name: str) -> str:
+        return f"There's no mode called “{name}”. The modes are: {', '.join(self.pro_modes)}."
+
+    def pro_mode(self, mode: str) -> str:
+        return f"{mode_title(mode)} is for Pro members. {self.pro_offer} (/pro)"
+
+    def mode_quota(self, mode: str, remaining: int, next_free_at: datetime | None, now: datetime) -> str:
+        wait = f" Enough frees up in {until_text(next_free_at, now)}." if next_free_at else ""
+        return (f"{mode_title(mode)} costs {plural(self.mode_songs(mode), 'song')} and you have "
+                f"{plural(remaining, 'song')} left today.{wait}")
+
+    @staticmethod
+    def mode_set(mode: str) -> str:
+        return f"From now on your songs are separated as {mode_title(mode)}: {MODE_SUMMARIES[mode]}."
+
+    @staticmethod
+    def mode_changed(mode: str) -> str:
+        return f"This song: {mode_title(mode)}."
+
+    TOO_LATE_FOR_MODE = "Too late to change the mode: this song is already being separated."
+    NOT_YOUR_SONG = "That isn't one of your songs."
 
     @staticmethod
     def queue_full(minutes: int) -> str:

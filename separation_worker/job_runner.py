@@ -23,13 +23,14 @@ from redis.asyncio import Redis
 from storage import Database, FileStore, InvalidTransition, jobs
 from storage.models import Job, JobStatus
 
-from .contract import metrics
+from .contract import messages, metrics
 from .contract.errors import InputError
 from .contract.job_spec import JobSpec, SourceKind
 from .contract.manifest import Manifest
 from .contract.messages import NO_SPEC, OUR_FAULT, TIMED_OUT, UPLOAD_GONE
 from .contract.progress_bus import STAGE_TO_STATE, ProgressPublisher
 from .engine import SeparationEngine
+from .models.modes import Mode, mode_named
 from .pipeline import separate_song
 from .progress import ProgressEvent
 
@@ -133,6 +134,7 @@ class JobRunner:
                     progress=on_progress,
                     allow_private_urls=self.settings.allow_private_urls,
                     keep_original=spec.keep_original,
+                    mode=self._mode_of(spec),
                 )
             )
         except asyncio.CancelledError:
@@ -149,6 +151,12 @@ class JobRunner:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("job %s: unreadable spec: %s", job.id, exc, extra={"job_id": job.id})
             raise InputError(NO_SPEC) from None
+
+    def _mode_of(self, spec: JobSpec) -> Mode:
+        try:
+            return mode_named(spec.mode)
+        except ValueError:  # a mode a newer service knows and this worker does not
+            raise InputError(messages.unknown_mode(spec.mode)) from None
 
     def _settings_for(self, spec: JobSpec):
         """The settings, with the submitting user's tier limits (from the job's spec)."""

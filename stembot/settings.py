@@ -56,6 +56,35 @@ def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
         raise SettingsError(f"{name} must be a comma-separated list of numeric ids, not {raw!r}") from None
 
 
+def _parse_modes(name: str, raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    from separation_worker.contract.modes import DEFAULT_MODE, MODE_NAMES
+
+    if raw is None:
+        return default
+    modes = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    unknown = [m for m in modes if m not in MODE_NAMES]
+    if unknown:
+        raise SettingsError(f"{name}: unknown mode(s) {', '.join(unknown)}; the modes are {', '.join(MODE_NAMES)}")
+    if DEFAULT_MODE not in modes:
+        raise SettingsError(f"{name} must include {DEFAULT_MODE} (every song can be separated that way)")
+    return modes
+
+
+def _parse_mode_costs(raw: str) -> tuple[tuple[str, int], ...]:
+    """"stems=2, karaoke=1" -> (("stems", 2), ("karaoke", 1))."""
+    from separation_worker.contract.modes import MODE_NAMES
+
+    costs = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        mode, _, value = part.partition("=")
+        mode = mode.strip().lower()
+        if mode not in MODE_NAMES or not value.strip().isdigit() or int(value) < 1:
+            raise SettingsError(f"STEMBOT_MODE_COSTS must read like stems=2,karaoke=1 (modes: {', '.join(MODE_NAMES)}; "
+                                f"costs of at least 1 song), not {part!r}")
+        costs.append((mode, int(value)))
+    return tuple(costs)
+
+
 def _parse_number(name: str, raw: str, kind: type, minimum: float | None = None) -> float | int:
     try:
         value = kind(raw)
@@ -101,6 +130,11 @@ class Settings:
     max_waiting_pro: int = 3
     max_duration_free_seconds: float = 10 * 60  # Pro gets max_duration_seconds
     commands_per_minute: int = 20  # per user, every command and message
+    # Separation modes (separation_worker/models/modes.py) each tier may pick, and what a song in a mode costs in
+    # quota songs (unlisted: 1).
+    free_modes: tuple[str, ...] = ("vocals",)
+    pro_modes: tuple[str, ...] = ("vocals", "karaoke", "stems", "clean-vocals")
+    mode_costs: tuple[tuple[str, int], ...] = ()
     log_format: str = "text"  # text | json (one object per line, with job ids)
     drain_seconds: float = 8.0  # on SIGTERM, how long the bots let deliveries under way finish
     # Telegram
@@ -194,6 +228,9 @@ class Settings:
         parse("model_mirror", lambda: url("STEMBOT_MODEL_MIRROR", "", ("http://", "https://", "file://"),
                                            "be an http://, https:// or file:// URL"))
         values["metrics_token"] = get("STEMBOT_METRICS_TOKEN") or ""
+        parse("free_modes", lambda: _parse_modes("STEMBOT_FREE_MODES", get("STEMBOT_FREE_MODES"), cls.free_modes))
+        parse("pro_modes", lambda: _parse_modes("STEMBOT_PRO_MODES", get("STEMBOT_PRO_MODES"), cls.pro_modes))
+        parse("mode_costs", lambda: _parse_mode_costs(get("STEMBOT_MODE_COSTS") or ""))
         values["gpus"] = tuple(part for part in (get("STEMBOT_GPUS") or "").replace(" ", "").split(",") if part)
         parse("health_dir", lambda: path("STEMBOT_HEALTH_DIR", _default_health_dir))
 
@@ -235,6 +272,14 @@ class Settings:
             error.partial = cls(**values)  # type: ignore[arg-type]
             raise error
         return cls(**values)  # type: ignore[arg-type]
+
+    def modes_for(self, pro: bool) -> tuple[str, ...]:
+        """The modes a user of that tier may pick, in the order the service lists them."""
+        return self.pro_modes if pro else self.free_modes
+
+    def mode_cost(self, mode: str) -> int:
+        """Quota songs one song in `mode` costs."""
+        return dict(self.mode_costs).get(mode, 1)
 
     def require(self, *names: str) -> None:
         """Stop with one line for each required setting (by its variable) that is missing or weak."""

@@ -46,6 +46,7 @@ from storage.janitor import SweepReport, sweep
 from storage.jobs import (
     accept_job,
     cancel_job,
+    change_queued_spec,
     create_job,
     fail_job,
     finish_job,
@@ -70,18 +71,19 @@ from storage.models import (
     LinkCode,
     ProGrant,
     QuotaDecision,
+    SpecChange,
     User,
     validate_job_id,
 )
 from storage.quota import DEFAULT_WINDOW, quota_status, refund, try_charge
-from storage.users import find_user, get_or_create_user, get_user
+from storage.users import find_user, get_or_create_user, get_user, set_default_mode
 
 __all__ = [
     "DATABASE_FILENAME", "DEFAULT_CODE_TTL", "DEFAULT_WINDOW", "PLATFORMS", "PRO_ROLE_FRESHNESS", "PRO_ROLE_ID", "UTC",
     "Acceptance", "Clock", "Database", "DuplicateJob", "FakeClock", "FileStore", "INCOMING", "InvalidName", "InvalidTransition",
     "Job", "JobDir", "JobStatus", "LinkCode", "LinkCodeError", "LinkFailure", "NotFound", "ProGrant", "ProReason",
     "PieceOutcome", "QuotaDecision", "SchemaTooNew", "StorageError", "SweepReport", "SystemClock", "User",
-    "accept_job", "active_grant", "cancel_job", "claim_delivery", "complete_delivery", "list_claimable",
+    "accept_job", "change_queued_spec", "set_default_mode", "SpecChange", "active_grant", "cancel_job", "claim_delivery", "complete_delivery", "list_claimable",
     "record_piece", "recorded_pieces", "release_delivery", "renew_delivery", "create_job", "create_link_code", "fail_job", "find_user",
     "finish_job", "get_guild_setting", "get_job", "get_or_create_user", "get_queued_job", "get_user",
     "grant_pro", "guild_settings", "is_pro", "linked_account", "list_active_grants", "list_grants", "retire_unscoped_grants", "list_jobs",

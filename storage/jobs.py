@@ -31,6 +31,7 @@ from storage.models import (
     Acceptance,
     Job,
     JobStatus,
+    SpecChange,
     validate_job_id,
 )
 
@@ -67,6 +68,7 @@ async def accept_job(
     spec: str | None = None,
     window: timedelta = quota.DEFAULT_WINDOW,
     max_in_flight: int | None = None,
+    songs: int = 1,
 ) -> Acceptance:
     """Charge the user's quota and create the queued job, in one transaction.
 
@@ -75,6 +77,7 @@ async def accept_job(
     checked in the same transaction so concurrent submissions can't slip past it.
     `delivery` is any JSON-serializable value the front end needs to answer later (chat id, message id, ...);
     `spec` is the worker's job specification as JSON text (stored as given: storage does not read it).
+    `songs`: what the job costs against the quota (a heavy mode may cost more than one).
     """
     validate_job_id(job_id)
     now = db.clock.now()
@@ -86,13 +89,38 @@ async def accept_job(
                 row = await cursor.fetchone()
             in_flight = row[0] if row else 0
             if in_flight >= max_in_flight:
-                status = await quota.status_in(conn, user_id, limit, now, window)
+                status = await quota.status_in(conn, user_id, limit, now, window, songs)
                 return Acceptance(decision=status, job=None, busy=True)
-        decision = await quota.charge_in(conn, user_id, job_id, limit, now, window)
+        decision = await quota.charge_in(conn, user_id, job_id, limit, now, window, songs)
         if not decision.accepted:
             return Acceptance(decision=decision, job=None)
         job = await _insert_job(conn, job_id, user_id, source, delivery, now, spec)
     return Acceptance(decision=decision, job=job)
+
+
+async def change_queued_spec(
+    db: Database,
+    job_id: str,
+    user_id: int,
+    spec: str,
+    limit: int,
+    songs: int = 1,
+    window: timedelta = quota.DEFAULT_WINDOW,
+) -> SpecChange:
+    """Replace the spec of the user's job while it still waits (a worker reads it when it starts the job), and
+    make its charge `songs` songs, in one transaction: refused, nothing changes (over the quota, or too late)."""
+    async with db.write() as conn:
+        job = await fetch_job(conn, job_id)
+        if job is None or job.user_id != user_id:
+            return SpecChange(changed=False, job=None)
+        if job.status is not S.QUEUED:
+            return SpecChange(changed=False, job=job)
+        decision = await quota.recharge_in(conn, user_id, job_id, limit, db.clock.now(), window, songs)
+        if not decision.accepted:
+            return SpecChange(changed=False, job=job, decision=decision)
+        await conn.execute("UPDATE jobs SET spec = ? WHERE id = ?", (spec, job_id))
+        job = await fetch_job(conn, job_id)
+    return SpecChange(changed=True, job=job, decision=decision)
 
 
 async def get_job(db: Database, job_id: str) -> Job | None:

@@ -144,6 +144,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 5: separation modes (issue 16). A heavy mode may cost more than one song: the ledger row says how many.
+    # A user may pick the mode their songs get by default (NULL: the service's default).
+    (
+        "ALTER TABLE quota_ledger ADD COLUMN songs INTEGER NOT NULL DEFAULT 1 CHECK (songs >= 1)",
+        "ALTER TABLE users ADD COLUMN default_mode TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

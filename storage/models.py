@@ -59,6 +59,7 @@ class User:
     pro_role_guild_id: str | None  # the server whose Pro role that was
     created_at: datetime
     last_seen_at: datetime
+    default_mode: str | None = None  # the separation mode the user's songs get unless they pick one
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> User:
@@ -73,6 +74,7 @@ class User:
             pro_role_guild_id=row["pro_role_guild_id"],
             created_at=decode_time(row["created_at"]),  # type: ignore[arg-type]
             last_seen_at=decode_time(row["last_seen_at"]),  # type: ignore[arg-type]
+            default_mode=row["default_mode"],
         )
 
 
@@ -136,6 +138,20 @@ class QuotaDecision:
     limit: int
     remaining: int
     next_free_at: datetime | None  # when a slot frees up; None while one is free
+
+
+@dataclass(frozen=True)
+class SpecChange:
+    """The outcome of `change_queued_spec`."""
+
+    changed: bool
+    job: Job | None  # the job as it is now (None: no such job of that user)
+    decision: QuotaDecision | None = None  # the quota after (or, refused, for) the change; None: not waiting
+
+    @property
+    def too_late(self) -> bool:
+        """A worker has the job already (or it ended): its spec can no longer change."""
+        return self.job is not None and self.decision is None
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,12 @@ async def require_user(conn: aiosqlite.Connection, user_id: int) -> User:
     if user is None:
         raise NotFound(f"no user with id {user_id}")
     return user
+
+
+async def set_default_mode(db: Database, user_id: int, mode: str | None) -> None:
+    """The mode the user's songs get unless they pick one (None: the service's default). Names are not checked
+    here: the service knows the modes."""
+    async with db.write() as conn:
+        cursor = await conn.execute("UPDATE users SET default_mode = ? WHERE id = ?", (mode, user_id))
+    if cursor.rowcount != 1:
+        raise NotFound(f"no user with id {user_id}")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from separation_worker import audio_io
+from separation_worker.contract.modes import MODE_NAMES
 from separation_worker.engine import SeparationEngine
 from separation_worker.inference.device import run_config
 from separation_worker.models import loader
@@ -22,7 +23,7 @@ from tests.test_cli import run_cli
 
 
 def test_modes_are_the_documented_ones():
-    assert list(MODES) == ["vocals", "karaoke", "stems", "clean-vocals"] and DEFAULT_MODE == "vocals"
+    assert list(MODES) == list(MODE_NAMES) == ["vocals", "karaoke", "stems", "clean-vocals"] and DEFAULT_MODE == "vocals"
     assert MODES["karaoke"].order == ("lead_vocals", "backing_vocals", "instrumental", "instrumental_backing")
     assert MODES["karaoke"].parts == ("lead_vocals", "backing_vocals", "instrumental")
     assert MODES["stems"].order == ("vocals", "drums", "bass", "guitar", "piano", "other")

@@ -27,7 +27,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from bot.requests import JobHandle, JobResult, QuotaInfo, Refusal, Source, UserIdentity
+from bot.requests import JobHandle, JobResult, ModeChange, ModeOption, QuotaInfo, Refusal, Source, UserIdentity
 from bot.wording import Wording
 from separation_worker.contract import progress_bus, queue
 from separation_worker.contract.reconciler import reconcile
@@ -46,6 +46,7 @@ from storage import (
 
 from .accounts import Accounts
 from .context import ServiceContext
+from .modes import ModeChoices
 from .submitting import MINUTES_PER_JOB, Submitting, new_job_id
 from .tracking import DELIVERY_LEASE, POSITION_POLL_S, Tracking
 
@@ -68,7 +69,8 @@ class SeparationService:
     def __init__(self, settings, db: Database, files: FileStore, redis, clock: Clock):
         self.context = ServiceContext.of(settings, db, files, redis, clock)
         self.accounts = Accounts(self.context)
-        self.submitting = Submitting(self.context, self.accounts)
+        self.modes = ModeChoices(self.context, self.accounts)
+        self.submitting = Submitting(self.context, self.accounts, self.modes)
         self.tracking = Tracking(self.context, self.accounts)
 
     @classmethod
@@ -155,8 +157,24 @@ class SeparationService:
 
     # -- submitting (submitting.py) ---------------------------------------------------------
 
-    async def submit(self, who: UserIdentity, source: Source, delivery: object = None) -> JobHandle | Refusal:
-        return await self.submitting.submit(who, source, delivery)
+    async def submit(
+        self, who: UserIdentity, source: Source, delivery: object = None, mode: str | None = None
+    ) -> JobHandle | Refusal:
+        return await self.submitting.submit(who, source, delivery, mode)
+
+    # -- modes (modes.py) -------------------------------------------------------------------
+
+    async def mode_options(self, who: UserIdentity) -> list[ModeOption]:
+        return await self.modes.options(who)
+
+    async def default_mode(self, who: UserIdentity) -> str:
+        return await self.modes.default_for(who)
+
+    async def set_default_mode(self, who: UserIdentity, mode: str) -> str | Refusal:
+        return await self.modes.set_default(who, mode)
+
+    async def change_mode(self, who: UserIdentity, job_id: str, mode: str) -> ModeChange | Refusal:
+        return await self.modes.change(who, job_id, mode)
 
     async def precheck(
         self, who: UserIdentity, size: int | None = None, duration: float | None = None

@@ -19,11 +19,13 @@ from separation_worker import audio_io
 from separation_worker.contract import metrics, progress_bus, queue
 from separation_worker.contract.errors import InputError
 from separation_worker.contract.job_spec import JobSpec
+from separation_worker.contract.modes import DEFAULT_MODE
 from separation_worker.fetch import refuse_private_host
 from storage import INCOMING, JobStatus, accept_job, fail_job, list_jobs, quota_status, safe_filename
 
 from .accounts import Accounts
 from .context import ServiceContext
+from .modes import MODE_OPTION, ModeChoices
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,16 @@ MINUTES_PER_JOB = 0.5  # rough GPU time per song, for "try again in N min"
 
 
 class Submitting:
-    def __init__(self, ctx: ServiceContext, accounts: Accounts):
+    def __init__(self, ctx: ServiceContext, accounts: Accounts, modes: ModeChoices):
         self.ctx = ctx
         self.accounts = accounts
+        self.modes = modes
 
-    async def submit(self, who: UserIdentity, source: Source, delivery: object = None) -> JobHandle | Refusal:
-        """Check, charge, store and queue one song; or refuse it, at no cost."""
-        outcome = await self._submit(who, source, delivery)
+    async def submit(
+        self, who: UserIdentity, source: Source, delivery: object = None, mode: str | None = None
+    ) -> JobHandle | Refusal:
+        """Check, charge, store and queue one song (in `mode`, else the user's default); or refuse it, at no cost."""
+        outcome = await self._submit(who, source, delivery, mode)
         if isinstance(outcome, Refusal):
             await metrics.count(self.ctx.redis, f"refusals:{outcome.code.value}")
         return outcome
@@ -65,13 +70,21 @@ class Submitting:
             return Refusal(RefusalCode.RATE_LIMITED, Wording.RATE_LIMITED)
         return None
 
-    async def _submit(self, who: UserIdentity, source: Source, delivery: object) -> JobHandle | Refusal:
+    async def _submit(
+        self, who: UserIdentity, source: Source, delivery: object, mode: str | None
+    ) -> JobHandle | Refusal:
         ctx, settings = self.ctx, self.ctx.settings
         user = await self.accounts.user(who)
         pro, limit = await self.accounts.limit(user.id, who)
         max_duration = self._max_duration(pro)
+        mode = mode.strip().lower() if mode else self.modes.default_of(user, pro)
+        songs = settings.mode_cost(mode)
         # Cheap checks first: probing a file costs a process, refusing by quota or queue costs a query.
-        refusal = await self._check_load(user.id, pro, limit) or await self._check_source(source, max_duration, pro)
+        refusal = (
+            self.modes.check(mode, pro)
+            or await self._check_load(user.id, pro, limit, mode)
+            or await self._check_source(source, max_duration, pro)
+        )
         if refusal:
             return refusal
         job_id = new_job_id()
@@ -81,14 +94,16 @@ class Submitting:
             label, spec = source.url, JobSpec.link(source.url.strip(), **limits)
         else:
             label, spec = source.filename, JobSpec.upload(_upload_name(source), **limits)
+        spec = spec.with_options(**{MODE_OPTION: mode})
         max_in_flight = settings.max_waiting_pro if pro else settings.max_waiting_free
         acceptance = await accept_job(
-            ctx.db, user.id, job_id, label, limit, delivery=delivery, spec=spec.to_json(), max_in_flight=max_in_flight
+            ctx.db, user.id, job_id, label, limit, delivery=delivery, spec=spec.to_json(), max_in_flight=max_in_flight,
+            songs=songs,
         )
         if acceptance.busy:
             return self._busy_refusal(max_in_flight)
         if acceptance.job is None:
-            return self._quota_refusal(pro, acceptance.decision)
+            return self._quota_refusal(pro, acceptance.decision, mode)
         try:
             if isinstance(source, UploadSource):
                 await asyncio.to_thread(self._store_upload, job_id, source)
@@ -101,16 +116,17 @@ class Submitting:
         decision = acceptance.decision
         position = await queue.position(ctx.redis, job_id)
         await progress_bus.ProgressPublisher(ctx.redis, job_id).publish("queued", 0.0, position=position)
-        return JobHandle(job_id, position, QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at))
+        quota = QuotaInfo(pro, decision.used, limit, decision.remaining, decision.next_free_at)
+        return JobHandle(job_id, position, quota, mode=mode, songs=songs)
 
     # -- the checks -------------------------------------------------------------------------
 
-    async def _check_load(self, user_id: int, pro: bool, limit: int) -> Refusal | None:
-        """The user's quota and the global queue cap (quota and songs in flight are checked again, atomically,
-        when the job is accepted)."""
-        decision = await quota_status(self.ctx.db, user_id, limit)
+    async def _check_load(self, user_id: int, pro: bool, limit: int, mode: str = DEFAULT_MODE) -> Refusal | None:
+        """The user's quota (for a song in `mode`) and the global queue cap (quota and songs in flight are checked
+        again, atomically, when the job is accepted)."""
+        decision = await quota_status(self.ctx.db, user_id, limit, songs=self.ctx.settings.mode_cost(mode))
         if not decision.accepted:
-            return self._quota_refusal(pro, decision)
+            return self._quota_refusal(pro, decision, mode)
         waiting = len(await queue.waiting_ids(self.ctx.redis))
         if waiting >= self.ctx.settings.max_queue:
             running = len(await list_jobs(self.ctx.db, JobStatus.RUNNING))
@@ -121,8 +137,12 @@ class Submitting:
     def _busy_refusal(self, in_flight: int) -> Refusal:
         return Refusal(RefusalCode.BUSY_USER, Wording.busy_user(in_flight))
 
-    def _quota_refusal(self, pro: bool, decision) -> Refusal:
-        message = self.ctx.wording.quota(pro, decision.limit, decision.next_free_at, self.ctx.clock.now())
+    def _quota_refusal(self, pro: bool, decision, mode: str = DEFAULT_MODE) -> Refusal:
+        wording, now = self.ctx.wording, self.ctx.clock.now()
+        if decision.remaining > 0:  # room for a song, not for one in this mode
+            message = wording.mode_quota(mode, decision.remaining, decision.next_free_at, now)
+        else:
+            message = wording.quota(pro, decision.limit, decision.next_free_at, now)
         return Refusal(RefusalCode.QUOTA, message, next_free_at=decision.next_free_at)
 
     async def _check_source(self, source: Source, max_duration: float, pro: bool) -> Refusal | None:

@@ -7,7 +7,7 @@ and the worker never guesses "link or upload" from a display label.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -36,6 +36,14 @@ class JobSpec:
             raise ValueError("a link job needs its url")
         if self.source is SourceKind.UPLOAD and self.url:
             raise ValueError("an upload job has no url")
+
+    @property
+    def mode(self) -> str:
+        """The separation mode (separation_worker/models/modes.py); jobs from before modes: vocals."""
+        return str(self.options.get("mode") or "vocals")
+
+    def with_options(self, **options: Any) -> JobSpec:
+        return replace(self, options={**self.options, **options})
 
     @classmethod
     def link(cls, url: str, **limits: Any) -> JobSpec:

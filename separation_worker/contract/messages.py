@@ -40,6 +40,10 @@ DOWNLOAD_FAILED = "I couldn't download that link."
 # -- jobs -------------------------------------------------------------------------------------------
 OUR_FAULT = "Something went wrong on our side while separating this song. Your quota was not charged; please try again later."
 TIMED_OUT = "This song took too long to process. Your quota was not charged; please try again later."
+def unknown_mode(mode: str) -> str:
+    return f"This worker can't separate in the “{mode}” mode yet; please send the song again in another mode."
+
+
 NO_SPEC = "This job can't be read by this worker (it was queued by another version); please send the song again."
 
 

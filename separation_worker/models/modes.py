@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..contract.modes import DEFAULT_MODE, MODE_SUMMARIES
 from .zoo import ModelSpec
 
-DEFAULT_MODE = "vocals"
+__all__ = ["DEFAULT_MODE", "MODES", "Mode", "Split", "mode_named"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,15 @@ class Split:
 
 @dataclass(frozen=True)
 class Mode:
-    name: str
-    summary: str  # one line for --help, /help and the mode picker
+    name: str  # one of contract.modes.MODE_NAMES
     splits: tuple[Split, ...] = ()
     mixes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (our stem, the stems it sums)
     order: tuple[str, ...] = ("vocals", "instrumental")  # the result's stems, in this order
+
+    @property
+    def summary(self) -> str:
+        """One line for --help, /help and the mode picker."""
+        return MODE_SUMMARIES[self.name]
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -73,10 +78,9 @@ DENOISE_MODEL = _split_model(
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
-        Mode(DEFAULT_MODE, "vocals + instrumental (the three-model ensemble)"),
+        Mode(DEFAULT_MODE),
         Mode(
             "karaoke",
-            "lead vocals, backing vocals, instrumental, and instrumental + backing",
             # The karaoke model's target is the lead vocal: its author named it "karaoke" (and the rest, music and
             # backing choir, "other"); the zoo's YAML renames them Vocals/Instrumental. Run on the ensemble's vocals,
             # what is left beside the lead is the backing choir.
@@ -86,7 +90,6 @@ MODES: dict[str, Mode] = {
         ),
         Mode(
             "stems",
-            "vocals, drums, bass, guitar, piano, other",
             # BS-Roformer SW's own vocals stem (what the ensemble left in the instrumental) and its residual go
             # into "other", so the six stems sum to the input.
             splits=(
@@ -101,7 +104,6 @@ MODES: dict[str, Mode] = {
         ),
         Mode(
             "clean-vocals",
-            "vocals without reverb and noise, instrumental, and the reverb and noise taken out",
             splits=(
                 Split(DEREVERB_MODEL, "vocals", ((("noreverb", "dry"), "vocals"),), rest="vocal_reverb"),
                 Split(DENOISE_MODEL, "vocals", ((("dry", "clean"), "vocals"),), rest="vocal_reverb"),
