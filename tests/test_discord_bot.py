@@ -576,7 +576,7 @@ async def test_without_a_home_server_no_role_counts_in_dms(fake, world, make_bot
 async def test_commands_sync_to_the_configured_guild(fake, world, make_bot, bot_settings):
     await make_bot(settings=bot_settings.replace(discord_guild_id=world.guild.id))
     names = {c["name"] for c in fake.commands[world.guild.id]}
-    assert names == {"separate", "Separate stems", "quota", "link", "help", "stembot"}
+    assert names == {"separate", "Separate stems", "mode", "quota", "link", "help", "stembot"}
     interaction = await fake.slash("help", world.alice, world.guild)
     assert interaction.payload["data"]["guild_id"] == str(world.guild.id)
     assert (await reply(fake, interaction)).ephemeral

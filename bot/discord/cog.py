@@ -17,6 +17,8 @@ from discord.ext import commands
 from bot.requests import JobHandle, LinkSource, Refusal, RefusalCode, UploadSource, UserIdentity
 from bot.service import SeparationService
 from bot.staging import staged_upload
+from bot.wording import mode_title
+from separation_worker.contract.modes import MODE_NAMES
 from stembot.settings import Settings
 from storage import ProReason, safe_filename
 
@@ -36,10 +38,12 @@ MEDIA_SUFFIXES = tuple(
 )
 LINK = re.compile(r"https?://[^\s<>]+")
 Scope = Literal["server", "everywhere"]  # where a grant holds; "everywhere" is for operators only
+# The separation modes as choices: "Full stems" shown, "stems" sent. Which a user may pick the service decides.
+MODE_CHOICES = [app_commands.Choice(name=mode_title(name), value=name) for name in MODE_NAMES]
 
 
 class StemCog(commands.Cog):
-    """/separate (and the "Separate stems" message command), /quota, /link, /help, and /stembot for admins."""
+    """/separate (and the "Separate stems" message command), /mode, /quota, /link, /help, and /stembot for admins."""
 
     stembot = app_commands.Group(
         name="stembot",
@@ -86,18 +90,25 @@ class StemCog(commands.Cog):
 
     # -- separating ----------------------------------------------------------------------------------
 
-    @app_commands.command(name="separate", description="Split a song into vocals and instrumental")
+    @app_commands.command(name="separate", description=texts.SEPARATE_DESCRIPTION)
     @app_commands.describe(
-        link="A YouTube, SoundCloud or TikTok link, or any direct link", file="An audio or video file"
+        link="A YouTube, SoundCloud or TikTok link, or any direct link",
+        file="An audio or video file",
+        mode="Which stems (default: your /mode, else vocals)",
     )
+    @app_commands.choices(mode=MODE_CHOICES)
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def separate(
-        self, interaction: discord.Interaction, link: str | None = None, file: discord.Attachment | None = None
+        self,
+        interaction: discord.Interaction,
+        link: str | None = None,
+        file: discord.Attachment | None = None,
+        mode: app_commands.Choice[str] | None = None,
     ) -> None:
         if (link is None) == (file is None):
             await _refuse(interaction, texts.ONE_SOURCE)
             return
-        await self._start(interaction, attachment=file, url=link)
+        await self._start(interaction, attachment=file, url=link, mode=mode.value if mode else None)
 
     async def separate_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         attachment = _media_attachment(message)
@@ -105,15 +116,19 @@ class StemCog(commands.Cog):
         if attachment is None and url is None:
             await _refuse(interaction, texts.NO_AUDIO_IN_MESSAGE)
             return
-        await self._start(interaction, attachment=attachment, url=url)
+        await self._start(interaction, attachment=attachment, url=url)  # in the user's default mode
 
     async def _start(
-        self, interaction: discord.Interaction, attachment: discord.Attachment | None, url: str | None
+        self,
+        interaction: discord.Interaction,
+        attachment: discord.Attachment | None,
+        url: str | None,
+        mode: str | None = None,
     ) -> None:
         if attachment is not None and attachment.size > self.settings.max_input_bytes:
             await _refuse(interaction, texts.too_large(self.settings.max_input_bytes))
             return
-        outcome = await _within_ack(interaction, self._submit(interaction, attachment, url))
+        outcome = await _within_ack(interaction, self._submit(interaction, attachment, url, mode))
         if isinstance(outcome, Refusal):
             await _refuse(interaction, outcome.message)
             return
@@ -122,14 +137,18 @@ class StemCog(commands.Cog):
         self.deliveries.follow(outcome.job_id, interaction if acknowledged else None)
 
     async def _submit(
-        self, interaction: discord.Interaction, attachment: discord.Attachment | None, url: str | None
+        self,
+        interaction: discord.Interaction,
+        attachment: discord.Attachment | None,
+        url: str | None,
+        mode: str | None,
     ) -> JobHandle | Refusal:
         who = await members.identity(interaction, self.service, self.settings.discord_home_guild_id)
         delivery = delivery_info(interaction)
         if attachment is None:
-            return await self.service.submit(who, LinkSource((url or "").strip()), delivery=delivery)
-        # Quota, queue and declared size first: a refused song is never downloaded.
-        refusal = await self.service.precheck(who, size=attachment.size)
+            return await self.service.submit(who, LinkSource((url or "").strip()), delivery=delivery, mode=mode)
+        # Mode, quota, queue and declared size first: a refused song is never downloaded.
+        refusal = await self._mode_refusal(who, mode) or await self.service.precheck(who, size=attachment.size)
         if refusal is not None:
             return refusal
         async with staged_upload(self.service.files) as staging:
@@ -142,7 +161,16 @@ class StemCog(commands.Cog):
             if not complete:
                 return Refusal(RefusalCode.TOO_LARGE, texts.too_large(self.settings.max_input_bytes))
             upload = UploadSource(attachment.filename, path=path, movable=True)
-            return await self.service.submit(who, upload, delivery=delivery)
+            return await self.service.submit(who, upload, delivery=delivery, mode=mode)
+
+    async def _mode_refusal(self, who: UserIdentity, mode: str | None) -> Refusal | None:
+        """A mode the user's tier may not pick, refused before any download (submit checks it again)."""
+        if mode is None:
+            return None
+        options = {option.name: option for option in await self.service.mode_options(who)}
+        if mode in options and not options[mode].allowed:
+            return Refusal(RefusalCode.PRO_MODE, self.service.wording.pro_mode(mode))
+        return None
 
     async def _download(self, url: str, dest: Path) -> bool:
         """Stream the attachment to `dest` (songs can be large: never whole in memory). False if over the limit."""
@@ -157,6 +185,24 @@ class StemCog(commands.Cog):
                         return False
                     await asyncio.to_thread(out.write, chunk)
         return True
+
+    # -- modes ----------------------------------------------------------------------------------------
+
+    @app_commands.command(name="mode", description="Which stems your songs are split into: see or change your default")
+    @app_commands.describe(mode="Your new default (leave out to see the modes and your current one)")
+    @app_commands.choices(mode=MODE_CHOICES)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def mode(self, interaction: discord.Interaction, mode: app_commands.Choice[str] | None = None) -> None:
+        who = await members.identity(interaction, self.service, self.settings.discord_home_guild_id)
+        if mode is None:
+            current = await self.service.default_mode(who)
+            names = [option.name for option in await self.service.mode_options(who)]
+            text = texts.modes(current, [(name, self.service.wording.mode_line(name)) for name in names])
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        answer = await self.service.set_default_mode(who, mode.value)
+        text = answer.message if isinstance(answer, Refusal) else answer
+        await interaction.response.send_message(text, ephemeral=True)
 
     # -- account --------------------------------------------------------------------------------------
 
@@ -187,6 +233,7 @@ class StemCog(commands.Cog):
             int(s.max_duration_seconds // 60),
             s.max_input_bytes // (1024 * 1024),
             round(s.file_ttl_hours),
+            [self.service.wording.mode_line(name) for name in MODE_NAMES if name in s.pro_modes + s.free_modes],
         )
         await interaction.response.send_message(embed=embed, ephemeral=True)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import discord
 
 from bot import progress_text
 from bot.requests import JobResult, QuotaInfo, StemFile
+from bot.wording import mode_title
 from separation_worker.contract import messages
+from separation_worker.contract.manifest import stem_label
 from separation_worker.contract.messages import format_duration
+from separation_worker.contract.modes import DEFAULT_MODE
 from separation_worker.contract.progress_bus import JobEvent
 
 BRAND = discord.Colour(0x5865F2)
@@ -22,6 +26,7 @@ ADMIN_ONLY = "Only server admins (Manage Server permission) can do that."
 GUILD_ONLY = "That only works in a server."
 NOT_EVERYONE = "Pick a real role, not @everyone."
 OOPS = "Something went wrong on my side. Please try again in a minute."
+SEPARATE_DESCRIPTION = "Split a song into vocals and instrumental, or into the stems of another mode"
 
 
 too_large = messages.too_large
@@ -33,13 +38,19 @@ def label(source: str) -> str:
     return discord.utils.escape_markdown(text)
 
 
-def progress(event: JobEvent, source: str) -> str:
-    """The deferred response while the job moves: the song, then the shared status line."""
-    return f"**{label(source)}**\n{progress_text.describe(event)}"
+def heading(source: str, mode: str | None = None) -> str:
+    """The song, and its mode unless it is the default one: "**song.mp3** (Karaoke)"."""
+    named = f" ({mode_title(mode)})" if mode and mode != DEFAULT_MODE else ""
+    return f"**{label(source)}**{named}"
 
 
-def uploading(source: str) -> str:
-    return f"**{label(source)}**\n{progress_text.UPLOADING}"
+def progress(event: JobEvent, source: str, mode: str | None = None) -> str:
+    """The deferred response while the job moves: the song (and its mode), then the shared status line."""
+    return f"{heading(source, mode)}\n{progress_text.describe(event)}"
+
+
+def uploading(source: str, mode: str | None = None) -> str:
+    return f"{heading(source, mode)}\n{progress_text.UPLOADING}"
 
 
 def done(title: str) -> str:
@@ -79,7 +90,7 @@ def result_embed(result: JobResult, linked: list[StemFile]) -> discord.Embed:
 
 
 def _stem_name(stem: StemFile) -> str:
-    return stem.name.capitalize()
+    return stem_label(stem.name)  # "lead_vocals" -> "Lead Vocals"
 
 
 def _loudness(result: JobResult) -> str:
@@ -119,13 +130,29 @@ def _when(at: datetime) -> str:
     return discord.utils.format_dt(at, "R")
 
 
-def help_embed(free: int, pro: int, max_minutes: int, max_mb: int, link_hours: int) -> discord.Embed:
+def modes(current: str, lines: Sequence[tuple[str, str]]) -> str:
+    """/mode without a choice: the user's default, then every mode (name, its line), the default marked."""
+    rows = [
+        f"▸ **{discord.utils.escape_markdown(line)}** (yours)" if name == current
+        else f"• {discord.utils.escape_markdown(line)}"
+        for name, line in lines
+    ]
+    lead = (
+        f"Your songs are separated as **{mode_title(current)}**. "
+        "Change that with `/mode mode:`, or pick a mode for one song with `/separate … mode:`."
+    )
+    return "\n".join([lead, *rows])
+
+
+def help_embed(
+    free: int, pro: int, max_minutes: int, max_mb: int, link_hours: int, mode_lines: Sequence[str] = ()
+) -> discord.Embed:
     embed = discord.Embed(
         title="StemBot",
         colour=BRAND,
         description=(
-            "I split a song into **vocals** and **instrumental**, even out their loudness, "
-            "and tell you its tempo and key."
+            "I split a song into **vocals** and **instrumental** (or into the stems of another mode, below), "
+            "even out their loudness, and tell you its tempo and key."
         ),
     )
     embed.add_field(
@@ -133,11 +160,18 @@ def help_embed(free: int, pro: int, max_minutes: int, max_mb: int, link_hours: i
         value=(
             "`/separate file:` an audio or video file\n"
             "`/separate link:` YouTube, SoundCloud, TikTok or a direct link\n"
+            "`/separate … mode:` which stems, for that song\n"
             "Right-click a message with a song → **Apps → Separate stems**\n"
-            "`/quota` songs left today · `/link` connect your Telegram account"
+            "`/mode` your default mode · `/quota` songs left today · `/link` connect your Telegram account"
         ),
         inline=False,
     )
+    if mode_lines:
+        embed.add_field(
+            name="Modes",
+            value="\n".join(f"• {discord.utils.escape_markdown(line)}" for line in mode_lines),
+            inline=False,
+        )
     embed.add_field(
         name="Limits",
         value=(
