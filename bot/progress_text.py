@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from separation_worker.contract.manifest import stem_label
 from separation_worker.contract.progress_bus import JobEvent
 
 UPLOADING = "📤 Uploading the stems…"
@@ -16,7 +17,7 @@ def describe(event: JobEvent) -> str:
         return f"⏳ In the queue: #{event.position}" if event.position else "⏳ Waiting for a free worker…"
     return {
         "downloading": "⬇️ Getting your audio…",
-        "separating": f"🎛 Separating vocals and instrumental…{percent}",
+        "separating": f"🎛 Separating the stems…{percent}",
         "analyzing": "🎼 Analyzing BPM and key…",
         "encoding": "📦 Encoding the stems…",
         "uploading": UPLOADING,
@@ -29,7 +30,7 @@ def describe(event: JobEvent) -> str:
 
 def upload_failed_note(stem_names: list[str]) -> str:
     """Said with the summary when uploading stems kept failing and links stand in for them."""
-    names = " and ".join(name.capitalize() for name in stem_names)
+    names = " and ".join(stem_label(name) for name in stem_names)
     return f"⚠️ Sending {names} here kept failing, so use the download links instead."
 
 

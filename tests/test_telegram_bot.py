@@ -295,10 +295,10 @@ async def test_command_menu_is_set_at_start_and_matches_the_handlers(fake, bot):
     calls = fake.calls_of("setMyCommands")
     everyone = [{"command": c.command, "description": c.description} for c in COMMANDS]
     assert calls[0]["commands"] == everyone and not calls[0].get("scope")
-    assert [c.command for c in COMMANDS] == ["help", "quota", "pro", "link", "cancel"]
+    assert [c.command for c in COMMANDS] == ["help", "quota", "mode", "pro", "link", "cancel"]
     admins = next(c for c in calls if c.get("scope"))
     assert admins["scope"] == {"type": "chat", "chat_id": ADMIN} and [c["command"] for c in admins["commands"]] == [
-        c.command for c in ADMIN_COMMANDS] == ["help", "quota", "pro", "link", "cancel", "grant", "revoke"]
+        c.command for c in ADMIN_COMMANDS] == ["help", "quota", "mode", "pro", "link", "cancel", "grant", "revoke"]
     answered = {name for group in bot.app.handlers.values() for h in group if isinstance(h, CommandHandler)
                 for name in h.commands}
     assert answered == {c.command for c in ADMIN_COMMANDS} | {"start"}

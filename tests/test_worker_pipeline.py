@@ -15,6 +15,7 @@ from bot.service import SeparationService
 from separation_worker.engine import DeviceLock, EnsembleOutput, SeparationEngine
 from separation_worker.inference.device import run_config
 from separation_worker.job_runner import JobAbandoned
+from separation_worker.models.modes import MODES
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, Ensemble
 from stembot.settings import Settings
 from tests.conftest import music, write_audio
@@ -41,7 +42,7 @@ class RecordingEngine(SeparationEngine):
         self.outcomes: list[str] = []  # "ok" or the exception's type, in the order they left
         self._count = threading.Lock()
 
-    def separate(self, mix, progress=None, waiting=None) -> EnsembleOutput:
+    def separate(self, mix, progress=None, waiting=None, mode=MODES["vocals"]) -> EnsembleOutput:
         waited = [0.0]
 
         def record(seconds: float) -> None:
@@ -50,7 +51,7 @@ class RecordingEngine(SeparationEngine):
                 waiting(seconds)
 
         try:
-            out = super().separate(mix, progress, record)
+            out = super().separate(mix, progress, record, mode)
         except BaseException as exc:
             self.outcomes.append(type(exc).__name__)
             raise
@@ -59,7 +60,7 @@ class RecordingEngine(SeparationEngine):
         self.outcomes.append("ok")
         return out
 
-    def run_ensemble(self, mix, progress=None) -> EnsembleOutput:
+    def run_ensemble(self, mix, progress=None, mode=MODES["vocals"]) -> EnsembleOutput:
         with self._count:
             self.inside += 1
             self.entries += 1
@@ -68,7 +69,7 @@ class RecordingEngine(SeparationEngine):
         try:
             if first:
                 self._keep_device()
-            return super().run_ensemble(mix, progress)
+            return super().run_ensemble(mix, progress, mode)
         finally:
             with self._count:
                 self.inside -= 1

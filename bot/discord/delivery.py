@@ -24,6 +24,7 @@ from bot.delivery import Follower, FollowerConfig, Notice, Rejected, RetryPolicy
 from bot.progress_text import upload_failed_note
 from bot.requests import JobResult, StemFile
 from bot.service import SeparationService
+from separation_worker.contract.job_spec import JobSpec
 from separation_worker.contract.progress_bus import JobEvent
 from storage import Job
 
@@ -112,6 +113,7 @@ class DiscordChannel:
     ):
         self.client = client
         self.source = job.source
+        self.mode = _mode_of(job)
         self.target = Target.of(job)
         self.interaction = interaction
         self.deadline: datetime | None = interaction.created_at + token_lifetime if interaction else None
@@ -127,7 +129,7 @@ class DiscordChannel:
         return not self._dead and self.deadline is not None and discord.utils.utcnow() < self.deadline
 
     def describe(self, event: JobEvent) -> str:
-        return texts.progress(event, self.source)
+        return texts.progress(event, self.source, self.mode)
 
     def done_text(self, result: JobResult) -> str:
         return texts.done(result.title)
@@ -252,3 +254,11 @@ class Deliveries:
 
     async def close(self) -> None:
         await self.follower.close()
+
+
+def _mode_of(job: Job) -> str | None:
+    """The job's mode, for its status heading (None when its spec can't be read: the heading leaves it out)."""
+    try:
+        return JobSpec.from_json(job.spec_json).mode if job.spec_json else None
+    except (ValueError, KeyError, TypeError):
+        return None

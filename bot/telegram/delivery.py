@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from telegram import Bot
+from telegram import Bot, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -33,6 +33,7 @@ from bot.delivery import Follower, FollowerConfig, Notice, Rejected, Summary, Tr
 from bot.progress_text import describe, upload_failed_note
 from bot.requests import JobResult, StemFile
 from bot.service import SeparationService
+from separation_worker.contract.manifest import stem_label
 from separation_worker.contract.progress_bus import JobEvent
 from storage import Job
 
@@ -85,12 +86,26 @@ def _neutral_errors() -> Iterator[None]:
 
 
 class TelegramChannel:
-    """One job's chat: implements `bot.delivery.Channel`."""
+    """One job's chat: implements `bot.delivery.Channel`.
 
-    def __init__(self, bot: Bot, where: Destination, upload_limit: int):
+    While the job waits, its status message keeps the mode picker (`pickers[job_id]`, if there is one): every edit
+    of a Telegram message drops its keyboard unless it sends it again. Once the job leaves the queue it goes.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        where: Destination,
+        upload_limit: int,
+        job_id: str = "",
+        pickers: dict[str, InlineKeyboardMarkup] | None = None,
+    ):
         self.bot = bot
         self.where = where
         self._upload_limit = upload_limit
+        self._job_id = job_id
+        self._pickers = pickers if pickers is not None else {}
+        self._waiting = True
 
     @property
     def upload_limit(self) -> int:
@@ -108,14 +123,20 @@ class TelegramChannel:
             raise Transient("the chat moved to a supergroup", 0.0) from exc
 
     def describe(self, event: JobEvent) -> str:
+        self._waiting = event.state == "queued" and self._waiting  # back in the queue (a retry): too late to pick
+        if not self._waiting:
+            self._pickers.pop(self._job_id, None)
         return describe(event)
 
     def done_text(self, result: JobResult) -> str:
         return describe(JobEvent(result.job_id, "done", 1.0))
 
     async def edit_status(self, text: str) -> None:
+        picker = self._pickers.get(self._job_id) if self._waiting else None
         try:
-            await self.bot.edit_message_text(text, chat_id=self.where.chat_id, message_id=self.where.status_message_id)
+            await self.bot.edit_message_text(
+                text, chat_id=self.where.chat_id, message_id=self.where.status_message_id, reply_markup=picker
+            )
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 log.warning("could not edit the status message: %s", exc)
@@ -142,7 +163,7 @@ class TelegramChannel:
             )
 
     async def send_summary(self, summary: Summary) -> None:
-        text = texts.summary(summary.result, [s.name.capitalize() for s in summary.too_big])
+        text = texts.summary(summary.result, [stem_label(s.name) for s in summary.too_big])
         if summary.failed:
             text += "\n" + upload_failed_note([s.name for s in summary.failed])
         with self._sending():
@@ -179,13 +200,17 @@ class Deliveries:
         self.upload_limit = CLOUD_UPLOAD_LIMIT if api_base_url.rstrip("/") == CLOUD_API else LOCAL_UPLOAD_LIMIT
         config = config or FollowerConfig(edit_interval_s=edit_interval_s, drain_s=drain_s)
         self.follower = Follower(service, self._channel_for, config)
+        self.pickers: dict[str, InlineKeyboardMarkup] = {}  # by job id: the mode pickers of jobs still waiting
 
     def _channel_for(self, job: Job, live: object | None) -> TelegramChannel | None:
         where = Destination.of(job)
-        return None if where is None else TelegramChannel(self.bot, where, self.upload_limit)
+        return None if where is None else TelegramChannel(self.bot, where, self.upload_limit, job.id, self.pickers)
 
-    def follow(self, job_id: str, where: Destination | None = None) -> None:
-        """Follow a job just accepted (its destination is stored with it)."""
+    def follow(self, job_id: str, where: Destination | None = None, picker: InlineKeyboardMarkup | None = None) -> None:
+        """Follow a job just accepted (its destination is stored with it), keeping `picker` under its status
+        message while it waits."""
+        if picker is not None:
+            self.pickers[job_id] = picker
         self.follower.follow(job_id)
 
     async def resume(self) -> None:

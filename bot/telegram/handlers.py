@@ -11,16 +11,17 @@ from typing import Any
 from telegram import Message, Update, User
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bot.progress_text import until_text
-from bot.requests import JobHandle, LinkSource, UploadSource, UserIdentity
+from bot.progress_text import describe, until_text
+from bot.requests import JobHandle, LinkSource, ModeChange, RefusalCode, UploadSource, UserIdentity
 from bot.service import SeparationService
 from bot.staging import staged_upload
 from bot.wording import plural
+from separation_worker.contract.progress_bus import JobEvent
 from storage import safe_filename
 
-from . import downloads, texts
+from . import downloads, mode_picker, texts
 from .delivery import Deliveries, Destination
 from .sources import addressed_to_bot, is_media_document, link_in, media_of
 
@@ -51,6 +52,7 @@ COMMANDS = (
     Command("start", "Start", Audience.UNLISTED),
     Command("help", "What I do and the limits"),
     Command("quota", "Songs left today"),
+    Command("mode", "Which stems you get: /mode karaoke"),
     Command("pro", "How to get Pro"),
     Command("link", "Link your Discord account"),
     Command("cancel", "Cancel your queued song"),
@@ -81,13 +83,15 @@ class TelegramFrontend:
 
     def register(self, app: Application) -> None:
         callbacks: dict[str, Handler] = {
-            "start": self.help, "help": self.help, "quota": self.quota, "pro": self.pro, "link": self.link,
+            "start": self.help, "help": self.help, "quota": self.quota, "mode": self.mode, "pro": self.pro,
+            "link": self.link,
             "cancel": self.cancel, "grant": self.grant, "revoke": self.revoke,
         }
         if set(callbacks) != {c.name for c in COMMANDS}:  # a programming error: the menu and the handlers disagree
             raise RuntimeError(f"COMMANDS and the handlers differ: {sorted(set(callbacks) ^ {c.name for c in COMMANDS})}")
         for command in COMMANDS:
             app.add_handler(CommandHandler(command.name, self._rate_limited(callbacks[command.name])))
+        app.add_handler(CallbackQueryHandler(self.on_mode_button, pattern=f"^{mode_picker.CALLBACK_PREFIX}"))
         app.add_handler(MessageHandler(MEDIA, self._rate_limited(self.on_media)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._rate_limited(self.on_text)))
         app.add_error_handler(self.on_error)
@@ -145,13 +149,42 @@ class TelegramFrontend:
 
     async def _submit(self, message: Message, status: Message, source) -> None:
         where = Destination(message.chat_id, status.message_id, message.message_id)
-        outcome = await self.service.submit(self._who(message), source, delivery=where.to_delivery())
+        who = self._who(message)
+        outcome = await self.service.submit(who, source, delivery=where.to_delivery())
         if not isinstance(outcome, JobHandle):
             await status.edit_text(outcome.message)
             return
-        position = f"#{outcome.position}" if outcome.position else "next"
-        await status.edit_text(f"⏳ In the queue: {position}")
-        self.deliveries.follow(outcome.job_id, where)
+        # The song is queued in the user's default mode; the picker under its status changes that while it waits.
+        picker = mode_picker.keyboard(outcome.job_id, await self.service.mode_options(who), outcome.mode)
+        await status.edit_text(describe(JobEvent(outcome.job_id, "queued", 0.0, position=outcome.position)),
+                               reply_markup=picker)
+        self.deliveries.follow(outcome.job_id, where, picker)
+
+    async def on_mode_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A press on a waiting song's mode picker: change its mode (and charge), or say why not."""
+        query = update.callback_query
+        if query is None:
+            return
+        picked = mode_picker.parse(query.data)
+        if picked is None:
+            await query.answer()
+            return
+        job_id, mode = picked
+        who = UserIdentity("telegram", str(query.from_user.id), query.from_user.full_name or "")
+        outcome = await self.service.change_mode(who, job_id, mode)
+        if not isinstance(outcome, ModeChange):
+            await query.answer(outcome.message, show_alert=True)
+            if outcome.code is RefusalCode.TOO_LATE and job_id in self.deliveries.pickers:
+                self.deliveries.pickers.pop(job_id, None)
+            return
+        picker = mode_picker.keyboard(job_id, await self.service.mode_options(who), outcome.mode)
+        if picker is not None and job_id in self.deliveries.pickers:  # still waiting: later edits keep the new one
+            self.deliveries.pickers[job_id] = picker
+        await query.answer(self.service.wording.mode_changed(outcome.mode))
+        try:
+            await query.edit_message_reply_markup(reply_markup=picker)
+        except BadRequest as exc:  # the status moved on meanwhile (a worker took the song)
+            log.info("could not update the mode picker: %s", exc)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -160,7 +193,8 @@ class TelegramFrontend:
         await message_of(update).reply_text(
             texts.HELP.format(free=plural(s.free_songs_per_day, "song"), pro=plural(s.pro_songs_per_day, "song"),
                               kept_for=self.service.wording.kept_for, minutes=int(s.max_duration_seconds // 60),
-                              download_mb=CLOUD_DOWNLOAD_LIMIT // 2**20 if self.cloud_api else s.max_input_bytes // 2**20),
+                              download_mb=CLOUD_DOWNLOAD_LIMIT // 2**20 if self.cloud_api else s.max_input_bytes // 2**20,
+                              modes=texts.mode_lines(self.service.wording)),
             parse_mode=ParseMode.HTML,
         )
 
@@ -170,6 +204,18 @@ class TelegramFrontend:
             texts.quota(info, until_text(info.next_free_at, self.service.clock.now()), self.settings.pro_songs_per_day),
             parse_mode=ParseMode.HTML,
         )
+
+    async def mode(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/mode: the modes and the user's default; /mode NAME makes NAME the default."""
+        message = message_of(update)
+        who = self._who(message)
+        if context.args:
+            said = await self.service.set_default_mode(who, context.args[0])
+            await message.reply_text(said if isinstance(said, str) else said.message)
+            return
+        current = await self.service.default_mode(who)
+        options = await self.service.mode_options(who)
+        await message.reply_text(texts.modes(options, current, self.service.wording), parse_mode=ParseMode.HTML)
 
     async def pro(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         reason = await self.service.pro_status(self._who(message_of(update)))

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from html import escape
 
-from bot.requests import JobResult, QuotaInfo
-from bot.wording import plural
+from bot.requests import JobResult, ModeOption, QuotaInfo
+from bot.wording import Wording, plural
+from separation_worker.contract.manifest import stem_label
 from separation_worker.contract.manifest import stem_title as manifest_stem_title
 from separation_worker.contract.messages import format_duration
 
-HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> and tells you its tempo and key.
+HELP = """🎤 <b>StemBot</b> splits a song into <b>vocals</b> and <b>instrumental</b> (or more stems) and tells you its tempo and key.
 
 <b>Send me</b> an audio file, a voice note, a video, or a link (YouTube, TikTok, SoundCloud, any direct link to an audio file).
-You get both stems as audio messages, <code>128 BPM · A minor (8A)</code>, and lossless downloads for {kept_for}.
+You get the stems as audio messages, <code>128 BPM · A minor (8A)</code>, and lossless downloads for {kept_for}.
+
+<b>Modes</b> (pick one with the buttons under your song while it waits, or set your default with /mode):
+{modes}
 
 <b>Limits</b>: Free: {free} a day · Pro: {pro} a day · songs up to {minutes} minutes · files I can download from Telegram: up to {download_mb} MB (send a link for bigger ones).
 
 <b>Commands</b>
 /quota — songs left today
+/mode — your default mode: <code>/mode karaoke</code>
 /pro — how to get Pro
 /link — use your Discord Pro role here too
 /cancel — cancel your queued song (not charged)
@@ -66,19 +71,30 @@ def quota(info: QuotaInfo, wait: str, pro_songs_per_day: int) -> str:
     return "\n".join(lines)
 
 
+def mode_lines(wording: Wording) -> str:
+    return "\n".join(f"• {escape(wording.mode_line(mode))}" for mode in wording.pro_modes)
+
+
+def modes(options: list[ModeOption], current: str, wording: Wording) -> str:
+    """/mode's answer: every mode, the user's default marked."""
+    lines = [f"{'✅' if o.name == current else '▫️'} <code>{o.name}</code> {escape(wording.mode_line(o.name))}"
+             for o in options]
+    return "\n".join(["<b>Modes</b>", *lines, "", "Send <code>/mode NAME</code> to make it your default."])
+
+
 def summary(result: JobResult, links_only: list[str]) -> str:
     lines = [f"🎧 <b>{escape(result.title)}</b> · {format_duration(result.duration)}", escape(result.summary)]
     downloads = " · ".join(
-        f'<a href="{escape(stem.lossless_url or stem.url)}">{stem.name.capitalize()}</a>' for stem in result.stems
+        f'<a href="{escape(stem.lossless_url or stem.url)}">{stem_label(stem.name)}</a>' for stem in result.stems
     )
     lines.append(f"Lossless downloads (until {result.expires_at:%H:%M} UTC): {downloads}")
     if result.page_url:
         lines.append(f'<a href="{escape(result.page_url)}">Listen, compare and download everything</a>')
     if links_only:
         lines.append(f"{', '.join(links_only)} too big to send here; use the links above.")
-    silent = [s.name for s in result.stems if s.silent]
+    silent = [stem_label(s.name) for s in result.stems if s.silent]
     if silent:
-        lines.append(f"({', '.join(silent).capitalize()} is nearly silent in this song.)")
+        lines.append(f"({', '.join(silent)} {'is' if len(silent) == 1 else 'are'} nearly silent in this song.)")
     return "\n".join(lines)
 
 

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.links import valid_filename
-from separation_worker.contract.manifest import FileEntry, LoudnessReport, Manifest, ManifestError, StemEntry
+from separation_worker.contract.manifest import (
+    FileEntry,
+    LoudnessReport,
+    Manifest,
+    ManifestError,
+    StemEntry,
+    stem_label,
+)
 from separation_worker.contract.messages import format_duration
 from storage.files import MANIFEST_FILE, FileStore
 
@@ -82,7 +89,7 @@ def build_view(manifest: Manifest, link: Link) -> ResultsView:
         play = formats.get("mp3") or next(iter(formats.values()))
         tracks.append(Track(
             key=stem.name,
-            label=stem.name.replace("_", " ").capitalize(),
+            label=stem_label(stem.name),
             play_filename=play.file,
             play_url=link(play.file),
             downloads=tuple(_download(entry, link) for entry in formats.values()),
