@@ -122,3 +122,18 @@ def test_raw_refuses_a_lossy_format(tmp_path, cli_env):
     song = write_audio(tmp_path / "a.wav", music(1.0))
     proc = run_cli(["separate", str(song), "--out", str(tmp_path / "o"), "--raw", "--format", "mp3"], cli_env)
     assert proc.returncode == 2 and "lossless" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_models_list_and_download_cover_the_modes_models(cli_env, tmp_path):
+    listed = run_cli(["models", "list", "--mode", "all"], cli_env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    names = [spec.checkpoint for mode in MODES.values() for spec in mode.models]
+    assert all(name in listed.stdout for name in names) and listed.stdout.count("[present]") == 3 + len(set(names))
+    fetched = run_cli(["models", "download", "--mode", "karaoke,stems"], cli_env)  # all there: no network needed
+    assert fetched.returncode == 0 and fetched.stdout.strip().endswith("All 5 models are in " + cli_env["STEMBOT_MODEL_DIR"])
+    missing = run_cli(["models", "list", "--mode", "karaoke"], {**cli_env, "STEMBOT_MODEL_DIR": str(tmp_path / "none")})
+    assert missing.returncode == 1
+    assert missing.stdout.splitlines()[-1] == (
+        "4 of 4 models are missing or damaged: run `stembot models download --mode karaoke`")
+    bad = run_cli(["models", "download", "--mode", "choir"], cli_env)
+    assert bad.returncode == 2 and "unknown mode 'choir'" in bad.stderr
