@@ -135,6 +135,7 @@ class JobRunner:
                     allow_private_urls=self.settings.allow_private_urls,
                     keep_original=spec.keep_original,
                     mode=self._mode_of(spec),
+                    raw_copies=spec.raw_copies,
                 )
             )
         except asyncio.CancelledError:

@@ -29,6 +29,7 @@ from .models.modes import DEFAULT_MODE, Mode, mode_named
 from .progress import ProgressCallback, ProgressEvent, ignore
 
 MAX_TITLE_CHARS = 120
+RAW_FORMAT = "flac"  # raw copies: lossless, 24-bit
 
 
 def separate_song(
@@ -42,6 +43,7 @@ def separate_song(
     keep_original: bool = False,
     mode: Mode | str = DEFAULT_MODE,
     raw: bool = False,
+    raw_copies: bool = False,
 ) -> Manifest:
     """Separate one song into loudness-normalized stems in `out_dir`, in one format or several; returns the manifest.
 
@@ -51,7 +53,8 @@ def separate_song(
     `allow_private_urls` is for a local user's own links; a public service passes its setting.
     `keep_original` also writes the input as `<title> (Original).<first format>` (to compare against).
     `mode`: which stems (models/modes.py). `raw`: stems as separated, not loudness-normalized, so that they sum
-    back to the input (in FLAC or WAV, 24-bit, they null against it).
+    back to the input (in FLAC or WAV, 24-bit, they null against it). `raw_copies` also writes each stem unnormalized
+    as `<title> (<Stem>) (Raw).flac` beside the normalized files (the results page offers them).
     """
     mode = mode_named(mode) if isinstance(mode, str) else mode
     formats = [f.lower() for f in ([fmt] if isinstance(fmt, str) else fmt or [settings.output_format])]
@@ -117,8 +120,10 @@ def separate_song(
             emit(ProgressEvent("encode", 0.0))
             title = safe_title(audio.title)
             names = {(name, f): f"{title} ({STEM_LABELS[name]}).{f}" for name in normalized for f in formats}
+            raw_names = {name: f"{title} ({STEM_LABELS[name]}) (Raw).{RAW_FORMAT}" for name in raw_stems} \
+                if raw_copies and not raw else {}
             original = f"{title} (Original).{formats[0]}" if keep_original else None
-            _encode_all(folder, audio, normalized, names, original, formats[0])
+            _encode_all(folder, audio, normalized, names, original, formats[0], raw_stems, raw_names)
             emit(ProgressEvent("encode", 1.0))
         timings["total"] = time.perf_counter() - started
         manifest = Manifest(
@@ -133,6 +138,7 @@ def separate_song(
                     {f: _entry(folder, names[name, f]) for f in formats},
                     silent=report.silent,
                     loudness=report,
+                    raw=_entry(folder, raw_names[name]) if name in raw_names else None,
                 )
                 for name, (_, report) in normalized.items()
             ),
@@ -151,8 +157,18 @@ def separate_song(
     return manifest
 
 
-def _encode_all(folder: OutputFolder, audio, normalized: dict, names: dict, original: str | None, fmt: str) -> None:
-    """Encode every stem (and the original) in parallel; each file appears under its name only once complete.
+def _encode_all(
+    folder: OutputFolder,
+    audio,
+    normalized: dict,
+    names: dict,
+    original: str | None,
+    fmt: str,
+    raw_stems: dict | None = None,
+    raw_names: dict | None = None,
+) -> None:
+    """Encode every stem (and the original, and raw copies) in parallel; each file appears under its name only once
+    complete.
 
     Each file is tagged as players list it: artist = the song's, title = "Night Drive (Vocals)", album = the song's
     title (so a library groups a song's stems together).
@@ -160,13 +176,19 @@ def _encode_all(folder: OutputFolder, audio, normalized: dict, names: dict, orig
     song = audio.song_title
     with ExitStack() as files:
         temps = {key: files.enter_context(folder.writing(name)) for key, name in names.items()}
+        raw_temps = {key: files.enter_context(folder.writing(name)) for key, name in (raw_names or {}).items()}
         original_temp = files.enter_context(folder.writing(original)) if original else None
         # Inside the stack: on a failure the pool waits for the other encoders before their temp files go.
-        with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:  # ffmpeg runs in its own processes
+        with ThreadPoolExecutor(max_workers=len(names) + len(raw_temps) + 1) as pool:  # ffmpeg: its own processes
             jobs = [
                 pool.submit(audio_io.encode, normalized[name][0], temp, f,
                             audio_io.Tags(title=stem_title(song, name), artist=audio.artist, album=song))
                 for (name, f), temp in temps.items()
+            ]
+            jobs += [
+                pool.submit(audio_io.encode, (raw_stems or {})[name], temp, RAW_FORMAT,
+                            audio_io.Tags(title=f"{stem_title(song, name)} (Raw)", artist=audio.artist, album=song))
+                for name, temp in raw_temps.items()
             ]
             if original_temp is not None:
                 tags = audio_io.Tags(title=song, artist=audio.artist, album=song)

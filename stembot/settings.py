@@ -135,6 +135,7 @@ class Settings:
     free_modes: tuple[str, ...] = ("vocals",)
     pro_modes: tuple[str, ...] = ("vocals", "karaoke", "stems", "clean-vocals")
     mode_costs: tuple[tuple[str, int], ...] = ()
+    raw_downloads: bool = True  # jobs also keep each stem unnormalized (24-bit FLAC) for the results page
     log_format: str = "text"  # text | json (one object per line, with job ids)
     drain_seconds: float = 8.0  # on SIGTERM, how long the bots let deliveries under way finish
     # Telegram
@@ -231,6 +232,7 @@ class Settings:
         parse("free_modes", lambda: _parse_modes("STEMBOT_FREE_MODES", get("STEMBOT_FREE_MODES"), cls.free_modes))
         parse("pro_modes", lambda: _parse_modes("STEMBOT_PRO_MODES", get("STEMBOT_PRO_MODES"), cls.pro_modes))
         parse("mode_costs", lambda: _parse_mode_costs(get("STEMBOT_MODE_COSTS") or ""))
+        parse("raw_downloads", lambda: _parse_bool("STEMBOT_RAW_DOWNLOADS", get("STEMBOT_RAW_DOWNLOADS") or "true"))
         values["gpus"] = tuple(part for part in (get("STEMBOT_GPUS") or "").replace(" ", "").split(",") if part)
         parse("health_dir", lambda: path("STEMBOT_HEALTH_DIR", _default_health_dir))
 

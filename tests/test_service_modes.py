@@ -4,10 +4,12 @@ of a song still waiting; real Redis and SQLite, and an arq worker with tiny mode
 import asyncio
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from bot.requests import JobHandle, ModeChange, Refusal, RefusalCode, UploadSource, UserIdentity
 from bot.service import SeparationService
+from separation_worker import audio_io
 from separation_worker.contract.job_spec import JobSpec
 from stembot.settings import Settings
 from storage import get_job, quota_status, start_job
@@ -34,8 +36,13 @@ async def service(service_settings):
 
 
 @pytest.fixture
-def song(tmp_path):
-    return write_audio(tmp_path / "in.wav", music(3.0, level=0.3)).read_bytes()
+def song_path(tmp_path):
+    return write_audio(tmp_path / "in.wav", music(3.0, level=0.3))
+
+
+@pytest.fixture
+def song(song_path):
+    return song_path.read_bytes()
 
 
 async def used(service, who) -> int:
@@ -64,7 +71,7 @@ async def test_a_free_user_is_offered_pro_modes_but_refused_them_at_no_cost(serv
     assert (await spec_of(service, handle.job_id)).mode == "vocals"
 
 
-async def test_a_heavy_mode_costs_its_songs_and_runs_end_to_end(service, service_settings, engine, song):
+async def test_a_heavy_mode_costs_its_songs_and_runs_end_to_end(service, service_settings, engine, song, song_path):
     handle = await service.submit(PRO, UploadSource("in.wav", data=song), mode="stems")
     assert isinstance(handle, JobHandle) and handle.songs == 2 and handle.quota.used == 2
     worker = await start_worker(service_settings, engine)
@@ -81,6 +88,11 @@ async def test_a_heavy_mode_costs_its_songs_and_runs_end_to_end(service, service
     result = await service.result(handle.job_id)
     assert result.manifest.mode == "stems"
     assert [s.name for s in result.stems] == ["vocals", "drums", "bass", "guitar", "piano", "other"]
+    # Each stem is also kept raw (unnormalized, 24-bit FLAC): together they null against the song.
+    outputs = service.files.job_dir(handle.job_id)
+    raws = [audio_io.decode(outputs / stem.raw.file, 60).samples for stem in result.manifest.stems]
+    assert all(stem.raw.file.endswith(" (Raw).flac") for stem in result.manifest.stems)
+    assert np.abs(sum(raws) - audio_io.decode(song_path, 60).samples).max() < 1e-4
     # 3 a day: a second stems song (2 more) no longer fits, and the refusal says so in those terms.
     refusal = await service.submit(PRO, UploadSource("in.wav", data=song), mode="stems")
     assert isinstance(refusal, Refusal) and refusal.code is RefusalCode.QUOTA

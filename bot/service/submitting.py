@@ -94,7 +94,7 @@ class Submitting:
             label, spec = source.url, JobSpec.link(source.url.strip(), **limits)
         else:
             label, spec = source.filename, JobSpec.upload(_upload_name(source), **limits)
-        spec = spec.with_options(**{MODE_OPTION: mode})
+        spec = spec.with_options(**{MODE_OPTION: mode, "raw_copies": settings.raw_downloads})
         max_in_flight = settings.max_waiting_pro if pro else settings.max_waiting_free
         acceptance = await accept_job(
             ctx.db, user.id, job_id, label, limit, delivery=delivery, spec=spec.to_json(), max_in_flight=max_in_flight,

@@ -42,6 +42,11 @@ class JobSpec:
         """The separation mode (separation_worker/models/modes.py); jobs from before modes: vocals."""
         return str(self.options.get("mode") or "vocals")
 
+    @property
+    def raw_copies(self) -> bool:
+        """Also keep each stem without loudness normalization (the results page's raw downloads)."""
+        return bool(self.options.get("raw_copies", False))
+
     def with_options(self, **options: Any) -> JobSpec:
         return replace(self, options={**self.options, **options})
 

@@ -113,6 +113,7 @@ class StemEntry:
     files: Mapping[str, FileEntry]  # format -> file; the first is the primary one (the job's first format)
     silent: bool = False
     loudness: LoudnessReport | None = None
+    raw: FileEntry | None = None  # the stem without loudness normalization (24-bit FLAC), when one was kept
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -135,6 +136,7 @@ class StemEntry:
             "files": {fmt: entry.to_dict() for fmt, entry in self.files.items()},
             "silent": self.silent,
             "loudness": self.loudness.to_dict() if self.loudness else None,
+            **({"raw": self.raw.to_dict()} if self.raw else {}),
         }
 
     @classmethod
@@ -146,7 +148,8 @@ class StemEntry:
             fmt = next((f for f, e in files.items() if e.file == primary.file), _suffix(primary.file))
             files = {fmt: files.get(fmt, primary), **files}
         loudness = LoudnessReport.from_dict(data["loudness"]) if data.get("loudness") is not None else None
-        return cls(name, files, bool(data.get("silent", loudness.silent if loudness else False)), loudness)
+        raw = FileEntry.from_dict(data["raw"]) if data.get("raw") is not None else None
+        return cls(name, files, bool(data.get("silent", loudness.silent if loudness else False)), loudness, raw)
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ class Manifest:
         """Every output file it names, once each: each stem's formats in order, then the original."""
         seen: dict[str, FileEntry] = {}
         for stem in self.stems:
-            for entry in stem.files.values():
+            for entry in (*stem.files.values(), *([stem.raw] if stem.raw else [])):
                 seen.setdefault(entry.file, entry)
         if self.original is not None:
             seen.setdefault(self.original.file, self.original)
