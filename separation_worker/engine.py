@@ -199,13 +199,14 @@ class SeparationEngine:
         return forward
 
     def costs(self, length: int, members: tuple[ModelSpec, ...] | None = None) -> list[ModelCost]:
-        """What separating `length` samples costs each model (of `members`: [] unless all are loaded).
+        """What separating `length` samples costs each model (of `members`, which may name a mode's split models: []
+        unless all are loaded).
 
         Counting a model's FLOPs (once) swaps its weights for a moment: ask from a separation's own progress
         callback (between its batches, as inference/estimate.py does) or while none runs.
         """
         wanted = members if members is not None else self.ensemble.members
-        by_files = {(m.spec.checkpoint, m.spec.config): m for m in self._models}
+        by_files = {(m.spec.checkpoint, m.spec.config): m for m in (*self._models, *self._split_models.values())}
         models = [by_files.get((spec.checkpoint, spec.config)) for spec in wanted]
         if not models or any(m is None for m in models):
             return []

@@ -154,3 +154,16 @@ def test_the_bar_shows_the_eta(capsys):
     bars.close()
     err = capsys.readouterr().err
     assert "ETA 1:02:05" in err.split("Mel-Band Roformer")[-1]
+
+
+def test_a_modes_split_models_count_in_the_eta(tmp_path, engine, settings):
+    from separation_worker.models.modes import MODES
+
+    samples = music(2.0, seed=6)
+    song = audio_io.DecodedAudio(samples, title="Song")
+    sink = SeparationEta(engine, TerminalProgress(enabled=False), hint_after_s=1e9, mode=MODES["karaoke"])
+    sink(ProgressEvent("decode", 1.0, duration=samples.shape[1] / audio_io.SAMPLE_RATE))
+    separate_song(song, tmp_path / "out", engine, settings, fmt="wav", progress=sink, mode="karaoke")
+    costs = sink._eta.estimator.costs
+    assert [c.name for c in costs] == [*(m.name for m in engine.ensemble.members), "Mel-Band Roformer Karaoke"]
+    assert sink._eta.latest is not None and sink._eta.latest.remaining_s >= 0

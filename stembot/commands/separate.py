@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, settings) -> int:
 
     engine = SeparationEngine.from_settings(settings, device=args.device)
     progress = TerminalProgress()
-    report = SeparationEta(engine, progress, suggest_fast=args.preset != FAST_PRESET)
+    report = SeparationEta(engine, progress, suggest_fast=args.preset != FAST_PRESET, mode=MODES[args.mode])
     out = OutputFolder(args.out)
     try:
         manifest = separate_song(args.input, out, engine, settings, fmt=fmt, progress=report, mode=args.mode,
@@ -105,7 +105,7 @@ class SeparationEta:
     prints one line when the separation will be long (naming the fast preset, with what it would take)."""
 
     def __init__(self, engine, progress: TerminalProgress, suggest_fast: bool = True,
-                 hint_after_s: float = HINT_AFTER_S):
+                 hint_after_s: float = HINT_AFTER_S, mode=MODES[DEFAULT_MODE]):
         from separation_worker.audio_io import SAMPLE_RATE
         from separation_worker.inference.estimate import ProgressEta
 
@@ -113,6 +113,8 @@ class SeparationEta:
         self._progress = progress
         self._suggest_fast = suggest_fast
         self._hint_after_s = hint_after_s
+        # The models in the order they run: the ensemble, then the mode's splits (each on a stem as long as the song).
+        self._steps = (*engine.ensemble.members, *(split.model for split in mode.splits))
         self._eta = ProgressEta(self._costs_for, SAMPLE_RATE)
         self._fast_costs: list = []
         self._duration = 0.0
@@ -123,7 +125,7 @@ class SeparationEta:
             return []  # seconds on a GPU: not worth the second or two counting FLOPs takes
         if self._suggest_fast:  # the fast preset's models are the ensemble's (as loaded), or none
             self._fast_costs = self._engine.costs(length, PRESETS[FAST_PRESET].members)
-        return self._engine.costs(length)
+        return self._engine.costs(length, self._steps)
 
     def __call__(self, event) -> None:
         if event.duration:
