@@ -265,3 +265,246 @@
   tick();
   update();
 })();
+
+// Practice mixer: every partition stem plays at once on one clock (the first stem's), each through its own gain;
+// tempo changes the playback rate with the pitch kept; A/B loops a passage. The key shift, and "download this mix",
+// are rendered on the server by ffmpeg from the same settings (GET …/mix.mp3?gain.<stem>=…&tempo=…&semitones=…).
+(() => {
+  "use strict";
+
+  const mixer = document.querySelector("[data-mixer]");
+  if (!mixer) return;
+  const rows = [...mixer.querySelectorAll("[data-mix-stem]")].map((row) => ({
+    key: row.dataset.mixStem,
+    row,
+    audio: row.querySelector("audio"),
+    balance: Number(row.dataset.balance) || 1,
+    volume: row.querySelector("[data-volume]"),
+    volumeText: row.querySelector("[data-volume-text]"),
+    mute: row.querySelector("[data-mute]"),
+    solo: row.querySelector("[data-solo-stem]"),
+    muted: false,
+    soloed: false,
+    node: null, // its GainNode, once the audio graph exists
+  }));
+  if (!rows.length) return;
+  const $ = (selector) => mixer.querySelector(selector);
+  const start = $("[data-mix-start]"), seek = $("[data-mix-seek]"), time = $("[data-mix-time]");
+  const tempo = $("[data-tempo]"), tempoText = $("[data-tempo-text]");
+  const semitones = $("[data-semitones]"), semitonesText = $("[data-semitones-text]");
+  const loopToggle = $("[data-loop-toggle]"), loopClear = $("[data-loop-clear]"), loopText = $("[data-loop-text]");
+  const loopBand = $("[data-loop-band]"), keyNote = $("[data-key-note]"), status = $("[data-mix-status]");
+  const preview = $("[data-mix-preview]"), render = $("[data-mix-render]");
+  const downloads = [...mixer.querySelectorAll("[data-mix-download]")];
+  const page = document.querySelector("[data-player]");
+  const total = Number(page && page.dataset.duration) || 0;
+  const master = rows[0].audio;
+  const loop = { a: null, b: null, on: false };
+  let context = null, running = false, scrubbing = false;
+
+  const clockText = (s) => {
+    s = Math.max(0, Math.floor(s));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+  const duration = () => (Number.isFinite(master.duration) && master.duration > 0 ? master.duration : total);
+
+  // --- gains: solo wins over mute, as on a mixing desk ----------------------------------------------------------
+
+  function gainOf(row) {
+    const anySolo = rows.some((r) => r.soloed);
+    const audible = anySolo ? row.soloed : !row.muted;
+    return audible ? Number(row.volume.value) / 100 : 0;
+  }
+
+  function applyGains() {
+    for (const row of rows) {
+      const gain = gainOf(row);
+      row.row.dataset.gain = String(gain); // what is heard, before the stem's balance (read by the tests too)
+      row.row.classList.toggle("is-silent", gain === 0);
+      row.mute.setAttribute("aria-pressed", String(row.muted));
+      row.solo.setAttribute("aria-pressed", String(row.soloed));
+      row.volumeText.textContent = `${row.volume.value}%`;
+      const level = gain * row.balance;
+      if (row.node) row.node.gain.value = level;
+      else row.audio.volume = Math.min(1, level); // without Web Audio (and iOS ignores this): best effort
+    }
+    updateLinks();
+  }
+
+  function ensureGraph() {
+    // Created on the first press (browsers keep audio contexts suspended until a gesture).
+    if (context || !window.AudioContext) return;
+    context = new AudioContext();
+    for (const row of rows) {
+      row.node = context.createGain();
+      context.createMediaElementSource(row.audio).connect(row.node).connect(context.destination);
+      row.audio.volume = 1;
+    }
+    applyGains();
+  }
+
+  // --- transport on one clock --------------------------------------------------------------------------------------
+
+  function seekAll(seconds) {
+    const t = Math.min(Math.max(0, seconds), duration());
+    for (const { audio } of rows) audio.currentTime = t;
+    draw();
+  }
+
+  async function play() {
+    ensureGraph();
+    if (context && context.state === "suspended") await context.resume().catch(() => {});
+    for (const audio of document.querySelectorAll("audio[data-track], [data-mix-preview]")) audio.pause();
+    const t = master.currentTime;
+    if (loop.on && (t < loop.a || t >= loop.b)) seekAll(loop.a);
+    for (const { audio } of rows) audio.preload = "auto";
+    running = true;
+    await Promise.all(rows.map(({ audio }) => audio.play().catch(() => {})));
+    requestAnimationFrame(frame);
+    draw();
+  }
+
+  function pause() {
+    running = false;
+    for (const { audio } of rows) audio.pause();
+    draw();
+  }
+
+  function frame() {
+    if (!running) return;
+    const t = master.currentTime;
+    if (loop.on && t >= loop.b) seekAll(loop.a);
+    else if (master.ended) { pause(); seekAll(0); return; }
+    else {
+      // Elements drift apart a little (each buffers on its own): pull any that is 60 ms off back to the clock.
+      for (const { audio } of rows.slice(1)) {
+        if (!audio.seeking && Math.abs(audio.currentTime - t) > 0.06) audio.currentTime = t;
+      }
+    }
+    draw();
+    requestAnimationFrame(frame);
+  }
+
+  function draw() {
+    const d = duration(), t = master.currentTime;
+    mixer.classList.toggle("is-running", running);
+    start.setAttribute("aria-label", running ? "Stop mixer" : "Start mixer");
+    time.textContent = clockText(t);
+    if (!scrubbing) seek.value = String(d ? Math.round((t / d) * 1000) : 0);
+    seek.setAttribute("aria-valuetext", `${clockText(t)} of ${clockText(d)}`);
+  }
+
+  // --- tempo, key, loop --------------------------------------------------------------------------------------------
+
+  function applyTempo() {
+    const rate = Number(tempo.value) / 100;
+    for (const { audio } of rows) {
+      audio.preservesPitch = true; // the default, said out loud: slower, not lower
+      audio.playbackRate = rate;
+    }
+    tempoText.textContent = `${rate.toFixed(2)}×`;
+    mixer.dataset.tempo = String(rate);
+    updateLinks();
+  }
+
+  function applySemitones() {
+    const n = Number(semitones.value);
+    semitonesText.textContent = n > 0 ? `+${n}` : n < 0 ? `−${-n}` : "±0";
+    keyNote.hidden = n === 0;
+    updateLinks();
+  }
+
+  function setLoopPoint(which) {
+    const t = master.currentTime;
+    loop[which] = t;
+    if (loop.a !== null && loop.b !== null && loop.b - loop.a < 0.5) loop[which === "a" ? "b" : "a"] = null;
+    loop.on = loop.a !== null && loop.b !== null;
+    showLoop();
+  }
+
+  function showLoop() {
+    const ready = loop.a !== null && loop.b !== null;
+    loopToggle.disabled = !ready;
+    loopClear.disabled = loop.a === null && loop.b === null;
+    loopToggle.setAttribute("aria-pressed", String(loop.on));
+    const a = loop.a === null ? "–" : clockText(loop.a), b = loop.b === null ? "–" : clockText(loop.b);
+    loopText.textContent = loop.a === null && loop.b === null ? "Set A and B to loop a passage" : `${a} → ${b}`;
+    mixer.dataset.loop = loop.on ? `${loop.a.toFixed(2)}-${loop.b.toFixed(2)}` : "";
+    const d = duration();
+    loopBand.hidden = !ready || !d;
+    if (ready && d) {
+      loopBand.style.left = `${(loop.a / d) * 100}%`;
+      loopBand.style.width = `${((loop.b - loop.a) / d) * 100}%`;
+      loopBand.classList.toggle("is-on", loop.on);
+    }
+    updateLinks();
+  }
+
+  // --- the rendered mix -------------------------------------------------------------------------------------------
+
+  function mixQuery() {
+    const params = new URLSearchParams();
+    for (const row of rows) params.set(`gain.${row.key}`, gainOf(row).toFixed(2));
+    params.set("tempo", (Number(tempo.value) / 100).toFixed(2));
+    params.set("semitones", semitones.value);
+    if (loop.on) {
+      params.set("start", loop.a.toFixed(2));
+      params.set("end", loop.b.toFixed(2));
+    }
+    return params.toString();
+  }
+
+  function updateLinks() {
+    const silent = rows.every((row) => gainOf(row) === 0);
+    for (const link of downloads) {
+      const base = mixer.dataset.mixUrl.replace("/mix.mp3?", `/mix.${link.dataset.mixDownload}?`);
+      link.href = `${base}&${mixQuery()}`;
+      link.classList.toggle("is-disabled", silent);
+      link.setAttribute("aria-disabled", String(silent));
+    }
+    render.disabled = silent;
+    if (loop.on) downloads[0].querySelector("span").textContent = "This loop · MP3";
+    else downloads[0].querySelector("span").textContent = "This mix · MP3";
+  }
+
+  render.addEventListener("click", () => {
+    pause();
+    const began = performance.now();
+    status.textContent = "Rendering…";
+    preview.hidden = false;
+    preview.src = `${mixer.dataset.mixUrl}&${mixQuery()}`;
+    preview.play().catch(() => {}); // plays once the server has rendered it
+    preview.addEventListener("playing", () => {
+      status.textContent = `Rendered in ${((performance.now() - began) / 1000).toFixed(1)} s`;
+    }, { once: true });
+    preview.addEventListener("error", () => { status.textContent = "The mix could not be rendered."; }, { once: true });
+  });
+  preview.addEventListener("play", pause);
+
+  // --- wiring (buttons and sliders only: everything works by touch) ----------------------------------------------
+
+  start.addEventListener("click", () => (running ? pause() : play()));
+  seek.addEventListener("input", () => { scrubbing = true; seekAll((Number(seek.value) / 1000) * duration()); });
+  seek.addEventListener("change", () => { scrubbing = false; draw(); });
+  for (const row of rows) {
+    row.mute.addEventListener("click", () => { row.muted = !row.muted; applyGains(); });
+    row.solo.addEventListener("click", () => { row.soloed = !row.soloed; applyGains(); });
+    row.volume.addEventListener("input", applyGains);
+  }
+  tempo.addEventListener("input", applyTempo);
+  semitones.addEventListener("input", applySemitones);
+  for (const button of mixer.querySelectorAll("[data-loop-set]")) {
+    button.addEventListener("click", () => setLoopPoint(button.dataset.loopSet));
+  }
+  loopToggle.addEventListener("click", () => { loop.on = !loop.on; showLoop(); });
+  loopClear.addEventListener("click", () => { loop.a = loop.b = null; loop.on = false; showLoop(); });
+  master.addEventListener("loadedmetadata", () => { draw(); showLoop(); });
+  // The page's own players and the mixer never sound together.
+  for (const audio of document.querySelectorAll("audio[data-track]")) audio.addEventListener("play", pause);
+
+  applyGains();
+  applyTempo();
+  applySemitones();
+  showLoop();
+  draw();
+})();

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from bot.links import valid_filename
 from separation_worker import media_input
 from separation_worker.contract.manifest import Manifest, StemEntry
 
@@ -72,15 +73,16 @@ class MixSource:
 
 
 def mix_sources(manifest: Manifest) -> list[MixSource]:
-    """The job's mixable stems, in the manifest's order: the partition stems that have files."""
+    """The job's mixable stems, in the manifest's order: the partition stems (their sum is the song)."""
     sources = []
     for stem in manifest.stems:
-        if stem.name in MIX_STEMS or not stem.files:
+        if stem.name in MIX_STEMS:
             continue
         files = dict(stem.files)
         play = files.get("mp3") or stem.primary
         render = next((files[f] for f in RENDER_PREFERENCE if f in files), stem.primary)
-        sources.append(MixSource(stem.name, play.file, render.file, _balance(manifest, stem)))
+        if valid_filename(play.file) and valid_filename(render.file):  # only plain single names are ever opened
+            sources.append(MixSource(stem.name, play.file, render.file, _balance(manifest, stem)))
     return sources
 
 

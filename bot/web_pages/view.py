@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.links import valid_filename
+from bot.web_pages.mix import GAIN_RANGE, SEMITONES, TEMPO_RANGE, mix_sources
 from separation_worker.contract.manifest import (
     FileEntry,
     LoudnessReport,
@@ -55,6 +56,22 @@ class Track:
 
 
 @dataclass(frozen=True)
+class MixerRow:
+    key: str  # a partition stem ("drums"); mix stems such as instrumental_backing have no row
+    label: str
+    play_url: str
+    balance: float  # the gain that undoes the stem file's loudness normalization (mix.py applies the same)
+
+
+@dataclass(frozen=True)
+class MixerLimits:
+    gain_max: float = GAIN_RANGE[1]
+    tempo_min: float = TEMPO_RANGE[0]
+    tempo_max: float = TEMPO_RANGE[1]
+    semitones: int = SEMITONES
+
+
+@dataclass(frozen=True)
 class ResultsView:
     title: str
     duration: float
@@ -62,6 +79,8 @@ class ResultsView:
     summary: str  # "128 BPM · A minor (8A)"
     tracks: tuple[Track, ...]
     zip_size: int  # bytes of the audio files the zip will hold
+    mixer: tuple[MixerRow, ...] = ()
+    mixer_limits: MixerLimits = MixerLimits()
 
 
 def read_manifest(store: FileStore, job_id: str) -> Manifest | None:
@@ -104,6 +123,10 @@ def build_view(manifest: Manifest, link: Link) -> ResultsView:
         summary=manifest.analysis.summary(),
         tracks=tuple(tracks),
         zip_size=sum(entry.size_bytes for entry in _linkable_files(manifest)),
+        mixer=tuple(
+            MixerRow(s.name, stem_label(s.name), link(s.play_file), s.balance)
+            for s in mix_sources(manifest)
+        ),
     )
 
 
