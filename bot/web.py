@@ -7,7 +7,8 @@ and `/healthz`, for a private network.
 Refusals say nothing: 403 for a malformed, forged or expired link (checked before touching the disk), 404 when a
 correctly signed link names no file.
 
-The results page (`/r/{job_id}?e=&s=`, its zip, waveforms and `/static/` assets) is `bot.web_pages`.
+The results page (`/r/{job_id}?e=&s=`, its zip, waveforms, practice-mixer renders and `/static/` assets) is
+`bot.web_pages`.
 """
 
 from __future__ import annotations
