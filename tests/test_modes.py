@@ -16,7 +16,7 @@ from separation_worker.engine import SeparationEngine
 from separation_worker.inference.device import run_config
 from separation_worker.models import loader
 from separation_worker.models.modes import DEFAULT_MODE, MODES, mode_named
-from separation_worker.models.zoo import DEFAULT_ENSEMBLE
+from separation_worker.models.zoo import FAST_ENSEMBLE
 from tests.conftest import music, write_audio
 from tests.support.model_factory import PUBLISHED_CONFIGS, published_config, write_model
 from tests.test_cli import run_cli
@@ -42,25 +42,30 @@ def test_every_kept_stem_is_one_the_published_yaml_names(name):
             assert published & {s.casefold() for s in spellings}, (split.model.config, spellings, published)
 
 
+MIX = music(4.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def separated(engine):
+    """Each mode's separation of MIX, once (the ensemble dominates the cost)."""
+    return {name: engine.separate(MIX, mode=mode) for name, mode in MODES.items()}
+
+
 @pytest.mark.parametrize("name", list(MODES))
-def test_stems_add_back_up_to_the_input(engine, name):
-    mode = MODES[name]
-    mix = music(4.0, seed=3)
-    out = engine.separate(mix, mode=mode)
+def test_stems_add_back_up_to_the_input(separated, name):
+    mode, out = MODES[name], separated[name]
     assert list(out.stems) == list(mode.order)
-    np.testing.assert_allclose(sum(out.stems[p] for p in mode.parts), mix, atol=2e-5)
+    np.testing.assert_allclose(sum(out.stems[p] for p in mode.parts), MIX, atol=2e-5)
     for stem in out.stems.values():
-        assert stem.shape == mix.shape and stem.dtype == np.float32 and np.abs(stem).max() > 0
+        assert stem.shape == MIX.shape and stem.dtype == np.float32 and np.abs(stem).max() > 0
     for mixed, parts in mode.mixes:
         np.testing.assert_allclose(out.stems[mixed], sum(out.stems[p] for p in parts), atol=1e-6)
     # The ensemble runs as in the default mode: the splits only refine its stems.
-    np.testing.assert_allclose(out.vocals, engine.separate(mix).vocals, atol=1e-6)
+    np.testing.assert_allclose(out.vocals, separated["vocals"].vocals, atol=1e-6)
 
 
-def test_karaoke_splits_the_ensembles_vocals_into_lead_and_backing(engine):
-    mix = music(4.0, seed=5)
-    default = engine.separate(mix).stems
-    out = engine.separate(mix, mode=MODES["karaoke"]).stems
+def test_karaoke_splits_the_ensembles_vocals_into_lead_and_backing(engine, separated):
+    default, out = separated["vocals"].stems, separated["karaoke"].stems
     np.testing.assert_allclose(out["lead_vocals"] + out["backing_vocals"], default["vocals"], atol=1e-5)
     np.testing.assert_allclose(out["instrumental"], default["instrumental"], atol=1e-6)
     # The lead is the karaoke model's own target, run on the ensemble's vocals.
@@ -69,17 +74,25 @@ def test_karaoke_splits_the_ensembles_vocals_into_lead_and_backing(engine):
     np.testing.assert_allclose(out["lead_vocals"], lead.numpy(), atol=1e-6)
 
 
+def test_clean_vocals_are_the_vocals_dereverbed_then_denoised(engine, separated):
+    out = separated["clean-vocals"].stems
+    dereverb, denoise = (engine.split_model(s.model) for s in MODES["clean-vocals"].splits)
+    (dry,) = engine.separate_model(dereverb, torch.from_numpy(separated["vocals"].stems["vocals"])).values()
+    (clean,) = engine.separate_model(denoise, dry).values()
+    np.testing.assert_allclose(out["vocals"], clean.numpy(), atol=1e-5)
+
+
 def test_the_karaoke_authors_spelling_loads_the_same(tmp_path, model_dir):
     """Its author's YAML names the lead "karaoke" and the rest "other"; the zoo's copy says Vocals/Instrumental."""
     spec = MODES["karaoke"].splits[0].model
     for variant, folder in (("", tmp_path / "zoo"), ("training-repo", tmp_path / "author")):
         write_model(folder, spec.checkpoint, spec.config, seed=10, variant=variant)
-        for member in DEFAULT_ENSEMBLE.members:  # the ensemble as everywhere else
+        for member in FAST_ENSEMBLE.members:  # one ensemble member is enough to feed the split
             for file in (member.checkpoint, member.config):
                 (folder / file).symlink_to(model_dir / file)
     stems = []
     for folder in (tmp_path / "zoo", tmp_path / "author"):
-        engine = SeparationEngine(DEFAULT_ENSEMBLE, folder, run_config("cpu"))
+        engine = SeparationEngine(FAST_ENSEMBLE, folder, run_config("cpu"))
         stems.append(engine.separate(music(3.0, seed=2), mode=MODES["karaoke"]).stems)
     assert loader.read_config(tmp_path / "author" / spec.config)["training"]["target_instrument"] == "karaoke"
     for name in MODES["karaoke"].order:
@@ -89,7 +102,8 @@ def test_the_karaoke_authors_spelling_loads_the_same(tmp_path, model_dir):
 def test_separate_mode_stems_raw_writes_six_stems_that_null_against_the_input(tmp_path, cli_env):
     song = write_audio(tmp_path / "band.wav", music(3.0, seed=4, level=0.1))
     out = tmp_path / "out"
-    proc = run_cli(["separate", str(song), "--out", str(out), "--mode", "stems", "--raw", "--format", "wav"], cli_env)
+    proc = run_cli(["separate", str(song), "--out", str(out), "--mode", "stems", "--raw", "--format", "wav",
+                    "--preset", "fast"], cli_env)  # one ensemble member: the split is what is tested
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["mode"] == "stems" and result["raw"] is True
@@ -106,7 +120,7 @@ def test_separate_mode_stems_raw_writes_six_stems_that_null_against_the_input(tm
 def test_separate_mode_karaoke_names_its_files_for_people(tmp_path, cli_env):
     song = write_audio(tmp_path / "Night Drive.wav", music(3.0, seed=6))
     out = tmp_path / "out"
-    proc = run_cli(["separate", str(song), "--out", str(out), "--mode", "karaoke"], cli_env)
+    proc = run_cli(["separate", str(song), "--out", str(out), "--mode", "karaoke", "--preset", "fast"], cli_env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["mode"] == "karaoke" and result["raw"] is False
