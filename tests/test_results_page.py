@@ -85,16 +85,17 @@ def make_job(files_root: Path, job_id: str, sources: Path, title: str = TITLE) -
         shutil.copyfile(sources / source, job_dir / name)
         return {"file": name, "size_bytes": (job_dir / name).stat().st_size}
 
-    def stem(key: str, label: str, formats: tuple[str, ...], lufs: float) -> dict:
+    def stem(key: str, label: str, formats: tuple[str, ...], lufs: float, raw: bool = False) -> dict:
         files = {fmt: put(f"{key}.{fmt}", f"{stem_name} ({label}).{fmt}") for fmt in formats}
         loudness = {"lufs_before": -20.0, "lufs_after": lufs, "true_peak_before_dbtp": -3.0,
                     "true_peak_after_dbtp": -1.5, "gain_db": 6.0, "limited": False, "silent": False}
-        return {**files["mp3"], "files": files, "silent": False, "loudness": loudness}
+        copy = {"raw": put(f"{key}.flac", f"{stem_name} ({label}) (Raw).flac")} if raw else {}
+        return {**files["mp3"], "files": files, "silent": False, "loudness": loudness, **copy}
 
     data = {
         "title": title, "source": "upload", "duration": SECONDS, "sample_rate": 44100, "format": "mp3",
         "stems": {
-            "vocals": stem("vocals", "Vocals", ("mp3", "flac"), -14.0),
+            "vocals": stem("vocals", "Vocals", ("mp3", "flac"), -14.0, raw=True),
             "instrumental": stem("instrumental", "Instrumental", ("mp3", "flac", "wav"), -14.02),
         },
         "models": [], "device": "cpu", "precision": "fp32", "timings": {},
@@ -219,8 +220,9 @@ async def test_page_shows_the_song_players_and_downloads(client, data_dir, job_d
 
     # Every download link (and every player source) is a valid per-file link with the page's expiry.
     downloads = {a["data-download"]: a["href"] for a in page.find("a", "data-download")}
-    assert set(downloads) == {"original-mp3", "vocals-mp3", "vocals-flac", "instrumental-mp3", "instrumental-flac",
-                              "instrumental-wav", "all"}
+    assert set(downloads) == {"original-mp3", "vocals-mp3", "vocals-flac", "vocals-raw", "instrumental-mp3",
+                              "instrumental-flac", "instrumental-wav", "all"}
+    assert unquote(downloads["vocals-raw"]).split("?")[0].endswith("(Vocals) (Raw).flac")
     files = {d: href for d, href in downloads.items() if d != "all"} | {f"play-{k}": a["src"] for k, a in audios.items()}
     served = set()
     for href in files.values():
@@ -234,7 +236,8 @@ async def test_page_shows_the_song_players_and_downloads(client, data_dir, job_d
         assert download.status == 200
         assert await download.read() == (data_dir / "files" / JOB / filename).read_bytes()
         served.add(filename)
-    assert served == expected_result_files(job_data) - {"result.json"}
+    # Every result file, and the raw copy (which the zip leaves out: it would double it).
+    assert served == expected_result_files(job_data) - {"result.json"} | {job_data["stems"]["vocals"]["raw"]["file"]}
     assert audios["vocals"]["src"].startswith(f"/d/{JOB}/D%C3%A9j%C3%A0%20Vu%20Live") and ".mp3?" in audios["vocals"]["src"]
     assert downloads["all"] == f"/r/{JOB}/all.zip?{urlsplit(page_path()).query}"
 

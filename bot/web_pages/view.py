@@ -34,10 +34,13 @@ FORMAT_ORDER = ("mp3", "flac", "wav")
 FORMAT_LABELS = {"mp3": "MP3 320", "flac": "FLAC", "wav": "WAV"}
 
 
+RAW_LABEL = "Raw FLAC"  # the stem before loudness normalization: the stems add up to the song
+
+
 @dataclass(frozen=True)
 class Download:
     label: str  # "MP3 320", "FLAC", "WAV"
-    kind: str  # "mp3" | "flac" | "wav": lossy or lossless, for styling
+    kind: str  # "mp3" | "flac" | "wav" | "raw" (unnormalized FLAC): for styling and the link's name
     filename: str
     url: str
     size: str  # "9.4 MB"
@@ -111,7 +114,8 @@ def build_view(manifest: Manifest, link: Link) -> ResultsView:
             label=stem_label(stem.name),
             play_filename=play.file,
             play_url=link(play.file),
-            downloads=tuple(_download(entry, link) for entry in formats.values()),
+            downloads=tuple(_download(entry, link) for entry in formats.values())
+            + ((_download(stem.raw, link, RAW_LABEL, "raw"),) if stem.raw and _linkable(stem.raw) else ()),
             is_stem=True,
             silent=stem.silent,
             loudness=_loudness_text(stem.loudness),
@@ -148,7 +152,10 @@ def _linkable(entry: FileEntry) -> bool:
 
 
 def _linkable_files(manifest: Manifest) -> list[FileEntry]:
-    return [entry for entry in manifest.files() if _linkable(entry)]
+    """The files the zip holds: every stem format and the original; the raw copies only on their own (they would
+    double it)."""
+    raw = {stem.raw.file for stem in manifest.stems if stem.raw}
+    return [entry for entry in manifest.files() if _linkable(entry) and entry.file not in raw]
 
 
 def _ordered(stems: tuple[StemEntry, ...]) -> list[StemEntry]:
@@ -163,9 +170,10 @@ def _formats(stem: StemEntry) -> dict[str, FileEntry]:
     return {f: found[f] for f in order}
 
 
-def _download(entry: FileEntry, link: Link) -> Download:
-    kind = Path(entry.file).suffix.lstrip(".").lower()
-    return Download(FORMAT_LABELS.get(kind, kind.upper()), kind, entry.file, link(entry.file), size_text(entry.size_bytes))
+def _download(entry: FileEntry, link: Link, label: str | None = None, kind: str | None = None) -> Download:
+    kind = kind or Path(entry.file).suffix.lstrip(".").lower()
+    return Download(label or FORMAT_LABELS.get(kind, kind.upper()), kind, entry.file, link(entry.file),
+                    size_text(entry.size_bytes))
 
 
 def _loudness_text(report: LoudnessReport | None) -> str:
