@@ -206,8 +206,9 @@ class SeparationEngine:
         callback (between its batches, as inference/estimate.py does) or while none runs.
         """
         wanted = members if members is not None else self.ensemble.members
-        by_files = {(m.spec.checkpoint, m.spec.config): m for m in (*self._models, *self._split_models.values())}
-        models = [by_files.get((spec.checkpoint, spec.config)) for spec in wanted]
+        # By checkpoint: a model loaded with its YAML under another published name is still that model.
+        by_files = {m.spec.checkpoint: m for m in (*self._models, *self._split_models.values())}
+        models = [by_files.get(spec.checkpoint) for spec in wanted]
         if not models or any(m is None for m in models):
             return []
         for model in models:

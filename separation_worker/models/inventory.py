@@ -9,6 +9,7 @@ they are parsed every time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -93,8 +94,17 @@ def survey(ensemble: Ensemble, model_dir: Path) -> list[FileState]:
 
 
 def files_of(spec: ModelSpec, model_dir: Path) -> list[FileState]:
-    """The checkpoint's state, then the YAML's."""
-    return [state_of(file, model_dir) for file in model_files(spec)]
+    """The checkpoint's state, then the YAML's (under whichever of its published names is there)."""
+    return [state_of(file, model_dir) for file in model_files(located(spec, model_dir))]
+
+
+def located(spec: ModelSpec, model_dir: Path) -> ModelSpec:
+    """The spec with the YAML name found in `model_dir`: its zoo name, else the first alias present (a config
+    copied from the model's author or another mirror); the zoo name when none is (what a download fetches)."""
+    if (model_dir / spec.config).is_file():
+        return spec
+    alias = next((name for name in spec.config_aliases if (model_dir / name).is_file()), None)
+    return dataclasses.replace(spec, config=alias) if alias else spec
 
 
 def state_of(file: ModelFile, model_dir: Path) -> FileState:

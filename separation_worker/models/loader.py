@@ -161,6 +161,7 @@ def load(
     member: bool = True,
 ) -> LoadedModel:
     """`member`: an ensemble member, whose vocals output is found now (a mode's split model names its stems)."""
+    spec = inventory.located(spec, model_dir)
     ensure_files(spec, model_dir, allow_download, on_download, mirror)
     config = read_config(model_dir / spec.config)
     family = detect_family(config)

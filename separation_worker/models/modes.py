@@ -54,16 +54,21 @@ class Mode:
         return tuple(seen.values())
 
 
-def _split_model(name: str, checkpoint: str, config: str) -> ModelSpec:
-    return ModelSpec(name=name, checkpoint=checkpoint, config=config, weight=1.0, vocals_stem="")
+def _split_model(name: str, checkpoint: str, config: str, *aliases: str) -> ModelSpec:
+    """A split model under the zoo's filenames (audio-separator's models.json); `aliases`: the YAML's other
+    published names, found in the model dir too, and the checkpoint's own name with .yaml."""
+    own = checkpoint.rsplit(".", 1)[0] + ".yaml"
+    return ModelSpec(name=name, checkpoint=checkpoint, config=config, weight=1.0, vocals_stem="",
+                     config_aliases=tuple(dict.fromkeys(a for a in (*aliases, own) if a != config)))
 
 
 KARAOKE_MODEL = _split_model(
     "Mel-Band Roformer Karaoke",
     "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",
     "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956_config.yaml",
+    "config_mel_band_roformer_karaoke.yaml",
 )
-SIX_STEM_MODEL = _split_model("BS-Roformer SW", "BS-Roformer-SW.ckpt", "BS-Roformer-SW.yaml")
+SIX_STEM_MODEL = _split_model("BS-Roformer SW", "BS-Roformer-SW.ckpt", "BS-Roformer-SW.yaml", "BS-Rofo-SW-Fixed.yaml")
 DEREVERB_MODEL = _split_model(
     "Mel-Band Roformer De-Reverb",
     "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",
@@ -73,6 +78,7 @@ DENOISE_MODEL = _split_model(
     "Mel-Band Roformer Denoise",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959_config.yaml",
+    "model_mel_band_roformer_denoise.yaml",
 )
 
 MODES: dict[str, Mode] = {

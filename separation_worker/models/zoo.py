@@ -20,9 +20,14 @@ class ModelSpec:
     config: str  # the zoo's YAML config filename
     weight: float
     vocals_stem: str = "vocals"  # the model's vocals stem as its YAML names it (any case)
+    # Other names the same YAML is published under (its author's, other mirrors'): used when one of them is in the
+    # model dir and `config` is not.
+    config_aliases: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["config_aliases"] = list(self.config_aliases)
+        return data
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ def parse_ensemble(value: str) -> Ensemble:
     if not isinstance(data, list):
         raise ValueError("STEMBOT_ENSEMBLE must be a list of models")
     try:
-        return Ensemble(members=tuple(ModelSpec(**item) for item in data))
+        return Ensemble(members=tuple(
+            ModelSpec(**{**item, "config_aliases": tuple(item.get("config_aliases") or ())}) for item in data))
     except TypeError as exc:
         raise ValueError(f"STEMBOT_ENSEMBLE: {exc}") from None
