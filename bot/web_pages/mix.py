@@ -24,11 +24,10 @@ from types import MappingProxyType
 from bot.links import valid_filename
 from separation_worker import media_input
 from separation_worker.contract.manifest import Manifest, StemEntry
+from separation_worker.contract.modes import MIX_STEMS
 
 log = logging.getLogger(__name__)
 
-# Stems summed from others (separation_worker/models/modes.py `Mode.mixes`; tests keep the two in step).
-MIX_STEMS = frozenset({"instrumental_backing"})
 GAIN_RANGE = (0.0, 2.0)  # linear: silent .. +6 dB
 TEMPO_RANGE = (0.5, 1.5)
 SEMITONES = 12  # ± this many

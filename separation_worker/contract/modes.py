@@ -11,3 +11,5 @@ MODE_SUMMARIES = {
     "clean-vocals": "vocals without reverb and noise, the instrumental, and the reverb and noise taken out",
 }
 MODE_NAMES = tuple(MODE_SUMMARIES)
+# Stems some modes add on top of the ones that sum to the song, as sums of those (a mixer must not count them again).
+MIX_STEMS = frozenset({"instrumental_backing"})
