@@ -16,7 +16,7 @@ import pytest
 
 from separation_worker.engine import SeparationEngine
 from separation_worker.inference.device import run_config
-from separation_worker.models.zoo import DEFAULT_ENSEMBLE
+from separation_worker.models.zoo import DEFAULT_ENSEMBLE, FAST_ENSEMBLE
 from stembot.settings import Settings
 from storage import Database, FakeClock
 from tests.support.model_factory import write_ensemble, write_mode_models
@@ -57,6 +57,14 @@ def settings(model_dir) -> Settings:
 @pytest.fixture(scope="session")
 def engine(model_dir) -> SeparationEngine:
     engine = SeparationEngine(DEFAULT_ENSEMBLE, model_dir, run_config("cpu"))
+    engine.load(allow_download=False)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def quick_engine(model_dir) -> SeparationEngine:
+    """One ensemble member (the fast preset's): for tests about what happens around a separation, not inside it."""
+    engine = SeparationEngine(FAST_ENSEMBLE, model_dir, run_config("cpu"))
     engine.load(allow_download=False)
     return engine
 

@@ -138,7 +138,7 @@ async def outcome_of(service, who, source):
     raise AssertionError("watch ended early")
 
 
-async def test_catalogue(tmp_path, model_dir, engine, hostile_server):
+async def test_catalogue(tmp_path, model_dir, quick_engine, hostile_server):
     await flush_test_redis(REDIS_DB)
     test_settings = Settings.from_env(service_env(tmp_path / "data", model_dir, redis_db=REDIS_DB))
     production = test_settings.replace(allow_private_urls=False)
@@ -148,7 +148,7 @@ async def test_catalogue(tmp_path, model_dir, engine, hostile_server):
 
     service = await SeparationService.start(test_settings)
     strict = await SeparationService.start(production)
-    worker = await start_worker(test_settings, engine)
+    worker = await start_worker(test_settings, quick_engine)
     failures = []
     try:
         for index, (name, source, expected, local) in enumerate(rows):

@@ -14,12 +14,12 @@ def run_cli(args, env, timeout=300):
     return subprocess.run([stembot_exe(), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_stems(out_dir, title, fmt, duration):
+def assert_stems(out_dir, title, fmt, duration, weights=(0.4, 0.35, 0.25)):
     files = sorted(p.name for p in out_dir.iterdir())
     assert files == sorted([f"{title} (Instrumental).{fmt}", f"{title} (Vocals).{fmt}", "result.json"])
     result = json.loads((out_dir / "result.json").read_text())
     assert result["duration"] == pytest.approx(duration, abs=0.05)
-    assert [m["weight"] for m in result["models"]] == [0.4, 0.35, 0.25]
+    assert [m["weight"] for m in result["models"]] == list(weights)
     assert set(result["stems"]) == {"vocals", "instrumental"}
     for stem in result["stems"].values():
         decoded = audio_io.decode(out_dir / stem["file"], 60).samples
@@ -51,21 +51,22 @@ def test_separate_a_url_as_flac(tmp_path, cli_env, http_server):
     root, base = http_server
     write_audio(root / "track.mp3", music(3.0, seed=2), extra_args=("-metadata", "title=Served Track"))
     out = tmp_path / "from-url"
-    proc = run_cli(["separate", f"{base}/track.mp3", "--out", str(out), "--format", "flac"], cli_env)
+    proc = run_cli(["separate", f"{base}/track.mp3", "--out", str(out), "--format", "flac", "--preset", "fast"],
+                   cli_env)
     assert proc.returncode == 0, proc.stderr
-    assert_stems(out, "Served Track", "flac", 3.0)
+    assert_stems(out, "Served Track", "flac", 3.0, weights=(1.0,))  # the fast preset: one model
 
 
-def test_raw_stems_are_the_ensembles_and_null_against_the_input(tmp_path, cli_env, engine):
+def test_raw_stems_are_the_separations_and_null_against_the_input(tmp_path, cli_env, quick_engine):
     x = music(3.0, level=0.05)
     song = write_audio(tmp_path / "quiet.wav", x)
     out = tmp_path / "sum"
-    proc = run_cli(["separate", str(song), "--out", str(out), "--format", "wav", "--raw"], cli_env)
+    proc = run_cli(["separate", str(song), "--out", str(out), "--format", "wav", "--raw", "--preset", "fast"], cli_env)
     assert proc.returncode == 0, proc.stderr
     vocals = audio_io.decode(out / "quiet (Vocals).wav", 60).samples
     instrumental = audio_io.decode(out / "quiet (Instrumental).wav", 60).samples
     original = audio_io.decode(song, 60).samples
-    expected = engine.separate(original)
+    expected = quick_engine.separate(original)
     assert np.abs(vocals - expected.stems["vocals"]).max() < 1e-4  # 24-bit quantization only
     assert np.abs(instrumental - expected.stems["instrumental"]).max() < 1e-4
     assert np.abs(vocals + instrumental - original).max() < 1e-4

@@ -73,12 +73,12 @@ def assert_delivered_once(fake: FakeTelegram) -> None:
 # -- flood control and gateway errors ------------------------------------------------------------------------
 
 
-async def test_telegram_flood_control_then_bad_gateway_delivers_everything_once(fake, settings, engine, song):
+async def test_telegram_flood_control_then_bad_gateway_delivers_everything_once(fake, settings, quick_engine, song):
     fake.rate_limit("sendAudio", retry_after=2)  # what Telegram answers under load...
     fake.fail_next("sendAudio", "Bad Gateway", 502)  # ...then a passing gateway error
     bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
     await bot.start()
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         fake.send_audio(ALICE, song, filename="song.mp3")
         await fake.wait_for(lambda: fake.calls_of("sendAudio"), timeout=120)
@@ -95,12 +95,12 @@ async def test_telegram_flood_control_then_bad_gateway_delivers_everything_once(
     print(f"429 retry_after=2 then 502: stems and summary delivered {took:.1f} s after the first upload try")
 
 
-async def deliver_with_quick_retries(fake: FakeTelegram, settings, engine, song, until: Callable[[], Awaitable[None]]) -> None:
+async def deliver_with_quick_retries(fake: FakeTelegram, settings, quick_engine, song, until: Callable[[], Awaitable[None]]) -> None:
     """Alice sends the song to a bot whose sends retry 3 times, 0.1 s apart; returns once `until()` is done."""
     quick = FollowerConfig(edit_interval_s=0.0, send=RetryPolicy(attempts=3, base_s=0.1))
     bot = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1, delivery=quick)
     await bot.start()
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         fake.send_audio(ALICE, song, filename="song.mp3")
         await until()
@@ -109,15 +109,15 @@ async def deliver_with_quick_retries(fake: FakeTelegram, settings, engine, song,
         await bot.stop()
 
 
-async def test_telegram_upload_that_keeps_failing_falls_back_to_links(fake, settings, engine, song):
+async def test_telegram_upload_that_keeps_failing_falls_back_to_links(fake, settings, quick_engine, song):
     fake.fail_next("sendAudio", "Bad Gateway", 502, times=3)  # the vocals, every try
-    await deliver_with_quick_retries(fake, settings, engine, song, lambda: wait_for_summary(fake))
+    await deliver_with_quick_retries(fake, settings, quick_engine, song, lambda: wait_for_summary(fake))
     assert stems_sent(fake) == TITLES[1:]
     (summary,) = summaries(fake)
     assert "Sending Vocals here kept failing" in summary and ".flac" in summary  # and the links are there
 
 
-async def test_telegram_chat_moved_to_a_supergroup_gets_its_stems_there(fake, settings, engine, song):
+async def test_telegram_chat_moved_to_a_supergroup_gets_its_stems_there(fake, settings, quick_engine, song):
     # The group became a supergroup: Telegram answers the old chat id with migrate_to_chat_id (PTB's
     # ChatMigrated, not a BadRequest); the stems and the summary must follow the chat to its new id.
     new_chat = -1001234567890
@@ -127,7 +127,7 @@ async def test_telegram_chat_moved_to_a_supergroup_gets_its_stems_there(fake, se
     def summary_there() -> Awaitable[None]:
         return fake.wait_for(lambda: any("BPM" in (m.text or "") for m in fake.messages(new_chat)), timeout=120)
 
-    await deliver_with_quick_retries(fake, settings, engine, song, summary_there)
+    await deliver_with_quick_retries(fake, settings, quick_engine, song, summary_there)
     assert [m.title for m in fake.messages(new_chat) if m.file_bytes] == TITLES  # each stem once, in the new chat
     assert not [m for m in fake.messages(ALICE) if m.file_bytes]
 
@@ -149,11 +149,11 @@ async def run_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
 
 
 @pytest.mark.parametrize("held", [0, 1], ids=["first-stem", "second-stem"])
-async def test_telegram_sigterm_during_an_upload_then_restart(fake, settings, engine, song, tmp_path, model_dir, held):
+async def test_telegram_sigterm_during_an_upload_then_restart(fake, settings, quick_engine, song, tmp_path, model_dir, held):
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith(("STEMBOT_", "TELEGRAM_"))}
     env.update(env_for(tmp_path, model_dir, fake, STEMBOT_DRAIN_SECONDS=1))
     hold = fake.hold_next("sendAudio", skip=held)  # this upload never completes: the bot is stopped meanwhile
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         first = await run_bot(env)
         fake.send_audio(ALICE, song, filename="song.mp3")
@@ -181,7 +181,7 @@ async def test_telegram_sigterm_during_an_upload_then_restart(fake, settings, en
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, model_dir, engine, song):
+async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, model_dir, quick_engine, song):
     port = free_port()
     redis = start_private_redis(port)
     settings = Settings.from_env(env_for(tmp_path, model_dir, fake, REDIS_URL=f"redis://127.0.0.1:{port}/0"))
@@ -195,7 +195,7 @@ async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, 
             redis.wait(10)
             await asyncio.sleep(1.0)  # the follower meets the outage
             redis = start_private_redis(port)  # back, and empty: the job's queue entry and events are gone
-            worker = await start_worker(settings, engine)  # reconciles the queue from SQLite
+            worker = await start_worker(settings, quick_engine)  # reconciles the queue from SQLite
             try:
                 await wait_for_summary(fake, timeout=120)
             finally:
@@ -211,7 +211,7 @@ async def test_telegram_redis_restarted_while_a_job_is_followed(fake, tmp_path, 
 # -- Discord: rate limits and gateway errors on uploads --------------------------------------------------------------
 
 
-async def test_discord_rate_limit_then_server_errors_deliver_everything_once(tmp_path, model_dir, engine, song):
+async def test_discord_rate_limit_then_server_errors_deliver_everything_once(tmp_path, model_dir, quick_engine, song):
     from bot.discord import create_bot
     from bot.service import SeparationService
 
@@ -230,7 +230,7 @@ async def test_discord_rate_limit_then_server_errors_deliver_everything_once(tmp
             bot = create_bot(settings, service, guild_ready_timeout=0.05, edit_interval=0.25)
             await bot.login(settings.discord_bot_token)
             task = asyncio.create_task(bot.connect())
-            worker = await start_worker(settings, engine)
+            worker = await start_worker(settings, quick_engine)
             try:
                 await asyncio.wait_for(bot.wait_until_ready(), 10)
                 interaction = await fake.slash("separate", alice, guild, options={"file": fake.host("song.mp3", song)})

@@ -105,7 +105,7 @@ def test_a_direct_links_file_is_named_by_its_tags(tmp_path, engine, settings, ht
 def test_the_cli_writes_the_same_tags(tmp_path, cli_env):
     song = write_audio(tmp_path / "in.mp3", music(2.0, level=0.5), extra_args=TAGGED)
     out = tmp_path / "stems"
-    proc = subprocess.run([stembot_exe(), "separate", str(song), "--out", str(out), "--format", "flac"],
+    proc = subprocess.run([stembot_exe(), "separate", str(song), "--out", str(out), "--format", "flac", "--preset", "fast"],
                           env=cli_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     vocals = out / "The Midnight - Night Drive (Vocals).flac"
