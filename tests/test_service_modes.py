@@ -135,3 +135,13 @@ async def test_a_users_default_mode_and_a_lapsed_pro(service, song):
     assert await service.default_mode(lapsed) == "vocals"
     refusal = await service.set_default_mode(FREE, "stems")
     assert isinstance(refusal, Refusal) and refusal.code is RefusalCode.PRO_MODE
+
+
+async def test_the_precheck_counts_the_default_modes_cost(service, song):
+    """Before a front end downloads an upload: a default mode costing more than what is left is refused then."""
+    await service.set_default_mode(PRO, "stems")
+    for _ in range(2):
+        assert isinstance(await service.submit(PRO, UploadSource("in.wav", data=song), mode="vocals"), JobHandle)
+    refusal = await service.precheck(PRO)
+    assert isinstance(refusal, Refusal) and refusal.code is RefusalCode.QUOTA and "Full stems costs 2" in refusal.message
+    assert await service.precheck(FREE) is None

@@ -72,7 +72,10 @@ class ModeChoices:
         job = await get_job(ctx.db, job_id)
         if job is None or job.user_id != user.id or job.spec_json is None:
             return Refusal(RefusalCode.TOO_LATE, ctx.wording.NOT_YOUR_SONG)
-        spec = JobSpec.from_json(job.spec_json)
+        try:
+            spec = JobSpec.from_json(job.spec_json)
+        except (ValueError, KeyError, TypeError):  # written by another version: leave it as it is
+            return Refusal(RefusalCode.TOO_LATE, ctx.wording.TOO_LATE_FOR_MODE)
         updated = spec.with_options(**{MODE_OPTION: mode})
         songs = ctx.settings.mode_cost(mode)
         outcome = await change_queued_spec(ctx.db, job_id, user.id, updated.to_json(), limit, songs)

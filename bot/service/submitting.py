@@ -54,7 +54,8 @@ class Submitting:
         downloads an upload; submit() runs them again."""
         user = await self.accounts.user(who)
         pro, limit = await self.accounts.limit(user.id, who)
-        refusal = await self._check_load(user.id, pro, limit) or self._check_declared(size, duration, pro)
+        mode = self.modes.default_of(user, pro)  # what the song will cost unless the user picks another mode
+        refusal = await self._check_load(user.id, pro, limit, mode) or self._check_declared(size, duration, pro)
         if refusal:
             await metrics.count(self.ctx.redis, f"refusals:{refusal.code.value}")
         return refusal
