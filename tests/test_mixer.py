@@ -139,8 +139,10 @@ def test_mixable_stems_are_the_partition_with_their_balance(stems_root):
 
 
 async def test_page_has_a_mixer_row_per_partition_stem(client):
-    for job, names in ((SIX_JOB, list(SIX)), (KARAOKE_JOB, ["lead_vocals", "backing_vocals", "instrumental"])):
+    for job, names, mode in ((SIX_JOB, list(SIX), "Full stems"),
+                             (KARAOKE_JOB, ["lead_vocals", "backing_vocals", "instrumental"], "Karaoke")):
         page = Tags(await (await client.get(url(page_path(job)))).text())
+        assert mode in page.plain_text()  # the page names the mode
         rows = page.find("div", "data-mix-stem")
         assert [r["data-mix-stem"] for r in rows] == names
         assert [a["data-mix-audio"] for a in page.find("audio", "data-mix-audio")] == names

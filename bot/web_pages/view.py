@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.links import valid_filename
 from bot.web_pages.mix import GAIN_RANGE, SEMITONES, TEMPO_RANGE, mix_sources
+from bot.wording import mode_title
 from separation_worker.contract.manifest import (
     FileEntry,
     LoudnessReport,
@@ -22,6 +23,7 @@ from separation_worker.contract.manifest import (
     stem_label,
 )
 from separation_worker.contract.messages import format_duration
+from separation_worker.contract.modes import DEFAULT_MODE
 from storage.files import MANIFEST_FILE, FileStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class ResultsView:
     tracks: tuple[Track, ...]
     zip_size: int  # bytes of the audio files the zip will hold
     mixer: tuple[MixerRow, ...] = ()
+    mode_title: str = ""  # "Karaoke"; "" for the default mode (vocals + instrumental says itself)
     mixer_limits: MixerLimits = MixerLimits()
 
 
@@ -125,6 +128,7 @@ def build_view(manifest: Manifest, link: Link) -> ResultsView:
         duration=manifest.duration,
         duration_text=format_duration(manifest.duration),
         summary=manifest.analysis.summary(),
+        mode_title="" if manifest.mode == DEFAULT_MODE else mode_title(manifest.mode),
         tracks=tuple(tracks),
         zip_size=sum(entry.size_bytes for entry in _linkable_files(manifest)),
         mixer=tuple(
