@@ -42,8 +42,8 @@ async def bot(settings):
 
 
 @pytest.fixture
-async def worker(settings, engine):
-    running = await start_worker(settings, engine)
+async def worker(settings, quick_engine):
+    running = await start_worker(settings, quick_engine)
     yield running
     await running.stop()
 
@@ -203,13 +203,13 @@ async def test_groups_only_when_addressed(fake, bot, song):
     assert not any("Got it" in (m.text or "") or m.edits and "Got it" in m.edits[0] for m in fake.messages(group))
 
 
-async def test_restart_while_a_job_runs(fake, settings, engine, song):
+async def test_restart_while_a_job_runs(fake, settings, quick_engine, song):
     first = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
     await first.start()
     fake.send_audio(ALICE, song)
     await fake.wait_for(lambda: any(any("In the queue" in e for e in m.edits) for m in fake.messages(ALICE)))
     await first.stop()  # the bot goes down; the job is queued
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         await asyncio.sleep(0.5)
         second = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
@@ -223,7 +223,7 @@ async def test_restart_while_a_job_runs(fake, settings, engine, song):
     assert len([m for m in fake.messages(ALICE) if m.file_bytes]) == 2  # delivered once
 
 
-async def test_a_job_with_unreadable_delivery_data_stops_neither_start_up_nor_delivery(fake, settings, engine, song):
+async def test_a_job_with_unreadable_delivery_data_stops_neither_start_up_nor_delivery(fake, settings, quick_engine, song):
     first = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
     await first.start()
     fake.send_audio(ALICE, song)
@@ -235,7 +235,7 @@ async def test_a_job_with_unreadable_delivery_data_stops_neither_start_up_nor_de
         db.execute("UPDATE copy SET id = 'damaged-' || id, status = 'done', finished_at = created_at, "
                    "delivery = '{\"platform\": \"telegram\", \"chat_id\": \"not a chat\"}'")
         db.execute("INSERT INTO jobs SELECT * FROM copy")
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         second = TelegramBot(settings, edit_interval_s=0.0, poll_timeout_s=1)
         await second.start()

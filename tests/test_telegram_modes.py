@@ -66,7 +66,7 @@ async def press(fake, chat_id, status, label):
     return await fake.wait_for(lambda: fake.callback_answers.get(query["id"]), timeout=30)
 
 
-async def test_a_pro_song_switched_to_full_stems_while_waiting_comes_back_in_six_stems(fake, bot, settings, engine,
+async def test_a_pro_song_switched_to_full_stems_while_waiting_comes_back_in_six_stems(fake, bot, settings, quick_engine,
                                                                                         song):
     fake.send_audio(PRO, song, filename="song.mp3")
     status = await queued_status(fake, PRO)
@@ -78,7 +78,7 @@ async def test_a_pro_song_switched_to_full_stems_while_waiting_comes_back_in_six
     quota = await bot.service.quota(UserIdentity("telegram", str(PRO)))
     assert quota.used == 2
 
-    worker = await start_worker(settings, engine)
+    worker = await start_worker(settings, quick_engine)
     try:
         await fake.wait_for(lambda: status.edits[-1].startswith("✅"), timeout=180)
     finally:
