@@ -245,9 +245,10 @@ class SeparationEngine:
             vocals = mix - accompaniment
         return vocals, accompaniment if accompaniment is not None else mix - vocals
 
-    def steps(self, mode: Mode) -> int:
-        """Models a separation in `mode` runs, one after the other (its progress counts them)."""
-        return len(self.ensemble.members) + len(mode.splits)
+    def steps(self, mode: Mode) -> tuple[ModelSpec, ...]:
+        """The models a separation in `mode` runs, in order: the ensemble, then each split (its progress counts
+        them, and its ETA costs them)."""
+        return (*self.ensemble.members, *(split.model for split in mode.splits))
 
     def separate(
         self,

@@ -70,7 +70,7 @@ def separate_song(
 
     with _stage(timings, "separate"):
         emit(ProgressEvent("separate", 0.0))
-        n_models = engine.steps(mode)
+        n_models = len(engine.steps(mode))
 
         def on_model(index: int, name: str, fraction: float) -> None:
             emit(ProgressEvent("separate", (index + fraction) / n_models, name, fraction))

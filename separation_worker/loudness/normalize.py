@@ -44,8 +44,7 @@ def normalize_stems(
     The song each is compared with for relative silence is the stems' sum, measured from their
     weighted signals with no further filtering.
     """
-    weighted = {name: k_weight(samples, sample_rate) for name, samples in stems.items()}
-    song_lufs = energies_of_sum(list(weighted.values())).lufs()
+    weighted, song_lufs = _weighted_with_song(stems, sample_rate)
     normalized = {}
     for name, samples in stems.items():
         normalized[name] = normalize(samples, sample_rate, target_lufs, ceiling_dbtp, max_gain_db, silence_lufs,
@@ -59,8 +58,7 @@ def measure_stems(
     stems: Mapping[str, np.ndarray], sample_rate: int, silence_lufs: float = -60.0
 ) -> dict[str, tuple[np.ndarray, LoudnessReport]]:
     """The stems unchanged (raw output: they must null against the input), each with its loudness measured."""
-    weighted = {name: k_weight(samples, sample_rate) for name, samples in stems.items()}
-    song_lufs = energies_of_sum(list(weighted.values())).lufs()
+    weighted, song_lufs = _weighted_with_song(stems, sample_rate)
     measured = {}
     for name, samples in stems.items():
         lufs = weighted.pop(name).energies.lufs()
@@ -68,6 +66,14 @@ def measure_stems(
         silent = _silent(lufs, silence_lufs, song_lufs)
         measured[name] = (samples, LoudnessReport(lufs, lufs, peak, peak, 0.0, False, silent))
     return measured
+
+
+def _weighted_with_song(
+    stems: Mapping[str, np.ndarray], sample_rate: int
+) -> tuple[dict[str, KWeighted], float | None]:
+    """Each stem K-weighted once, and the loudness of their sum (the song), measured from those."""
+    weighted = {name: k_weight(samples, sample_rate) for name, samples in stems.items()}
+    return weighted, energies_of_sum(list(weighted.values())).lufs()
 
 
 def _silent(lufs: float | None, silence_lufs: float, reference_lufs: float | None) -> bool:

@@ -113,8 +113,7 @@ class SeparationEta:
         self._progress = progress
         self._suggest_fast = suggest_fast
         self._hint_after_s = hint_after_s
-        # The models in the order they run: the ensemble, then the mode's splits (each on a stem as long as the song).
-        self._steps = (*engine.ensemble.members, *(split.model for split in mode.splits))
+        self._steps = engine.steps(mode)  # each split runs on a stem as long as the song
         self._eta = ProgressEta(self._costs_for, SAMPLE_RATE)
         self._fast_costs: list = []
         self._duration = 0.0
