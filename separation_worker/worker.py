@@ -65,7 +65,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = ctx["settings"]
     engine: SeparationEngine = ctx.get("engine") or SeparationEngine.from_settings(settings)
     await asyncio.to_thread(engine.load)  # minutes on first use (downloads, compilation): before any job
-    db = await Database.in_data_dir(settings.data_dir)
+    db = await Database.for_settings(settings)
     files = FileStore.in_data_dir(settings.data_dir)
     ctx.update(engine=engine, db=db, files=files)
     ctx["runner"] = JobRunner(settings, engine, db, files, ctx["redis"])

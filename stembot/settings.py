@@ -112,6 +112,11 @@ class Settings:
     # The job service (queue, storage, links)
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = field(default_factory=_default_data_dir)  # database and file store
+    # Empty: the SQLite file and the file store in data_dir. Set both to spread the service over machines:
+    # postgresql://… and s3://bucket/prefix (any S3-compatible store, at s3_endpoint_url when not AWS).
+    database_url: str = field(default="", repr=False)  # may hold a password; never logged
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
     public_url: str = "http://localhost:8080"  # base of download links, e.g. https://stems.example.com
     secret_key: str = field(default="", repr=False)  # signs download links; never logged
     free_songs_per_day: int = 1
@@ -211,6 +216,13 @@ class Settings:
         parse("redis_url", lambda: url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis://", "rediss://", "unix://"),
                                         "be a redis:// URL"))
         parse("data_dir", lambda: path("STEMBOT_DATA_DIR", _default_data_dir))
+        parse("database_url", lambda: url("STEMBOT_DATABASE_URL", "", ("sqlite:///", "postgresql://", "postgres://",
+                                                                     "postgresql+asyncpg://"),
+                                           "be a sqlite:///<file> or postgresql://… URL"))
+        parse("storage_url", lambda: url("STEMBOT_STORAGE_URL", "", ("s3://", "file://", "/"),
+                                          "be s3://bucket/prefix, file:///<folder> or an absolute folder"))
+        parse("s3_endpoint_url", lambda: url("STEMBOT_S3_ENDPOINT_URL", "", ("http://", "https://"),
+                                              "be the http(s):// URL of the S3-compatible endpoint"))
         parse("public_url", lambda: url("STEMBOT_PUBLIC_URL", "http://localhost:8080", ("http://", "https://"),
                                          "start with http:// or https://"))
         values["secret_key"] = get("STEMBOT_SECRET_KEY") or ""

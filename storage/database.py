@@ -1,79 +1,113 @@
-"""The SQLite connection: WAL, busy timeout, migrations on open, and transaction helpers.
+"""The database every StemBot process shares: one connection per process, transactions, migrations on open.
 
-Several processes (bots, workers, web) open the same file. WAL lets readers run alongside the one writer; the busy
-timeout makes a second writer wait instead of failing; and every write transaction starts with BEGIN IMMEDIATE, so
-it takes the write lock before reading: a read-modify-write (e.g. "count charges, then charge") can't interleave
-with another one, and no transaction ever has to upgrade a read lock (which SQLite answers with an immediate
-SQLITE_BUSY, without waiting).
+Two servers stand behind it (STEMBOT_DATABASE_URL): an SQLite file in the data folder (the embedded default, for
+one machine) or PostgreSQL (for workers and front ends on several machines). Both give the storage functions the
+same things: `read()` sees one snapshot, `write()` runs alone among writers, committed on success and rolled back
+on any exception, so a read-modify-write can't interleave with another one in any process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-
-import aiosqlite
+from typing import Protocol
 
 from storage.clock import Clock, SystemClock
 from storage.errors import SchemaTooNew
-from storage.migrations import MIGRATIONS
+from storage.migrations import MIGRATIONS, statement_for
+from storage.postgres_backend import PostgresBackend, is_postgres_url
+from storage.sql import Connection, Statement
+from storage.sqlite_backend import DEFAULT_BUSY_TIMEOUT_S, SqliteBackend, retry_while_locked
 
-DEFAULT_BUSY_TIMEOUT_S = 30.0
 DATABASE_FILENAME = "stembot.sqlite3"  # under Settings.data_dir, next to the file store
-MIN_SQLITE = (3, 35, 0)  # RETURNING
+
+
+class Backend(Connection, Protocol):
+    dialect: str  # "sqlite" | "postgresql": which variant of a migration statement runs
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Statement: ...
+    def describe(self) -> str: ...
+    async def begin(self, write: bool) -> None: ...
+    async def commit(self) -> None: ...
+    async def rollback_quietly(self) -> None: ...
+    async def close(self) -> None: ...
+    async def schema_version(self) -> int: ...
+    async def set_schema_version(self, version: int) -> None: ...
 
 
 class Database:
-    """One connection to the StemBot database. Open with `await Database.open(path)`; close with `close()`.
+    """One connection to the StemBot database. Open with `await Database.connect(url, data_dir)` (or `open(path)`
+    for an SQLite file); close with `close()`.
 
-    Safe to share between the tasks of one event loop: an asyncio lock serializes its transactions (one sqlite
-    connection can only hold one transaction at a time). For parallelism across processes, open one per process.
+    Safe to share between the tasks of one event loop: an asyncio lock serializes its transactions (one connection
+    can only hold one transaction at a time). For parallelism across processes, open one per process.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, clock: Clock) -> None:
-        self._conn = conn
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self._backend = backend
         self._lock = asyncio.Lock()
-        self.path = path
         self.clock = clock
+
+    @property
+    def dialect(self) -> str:
+        return self._backend.dialect
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None on PostgreSQL)."""
+        return self._backend.path if isinstance(self._backend, SqliteBackend) else None
+
+    def describe(self) -> str:
+        """Where the database is, for messages and logs (a file, or a server URL without its password)."""
+        return self._backend.describe()
+
+    @classmethod
+    async def connect(cls, url: str, data_dir: str | Path, clock: Clock | None = None) -> Database:
+        """The database STEMBOT_DATABASE_URL names: `postgresql://…`, `sqlite:///<file>`, or (empty) the SQLite
+        file in the data folder."""
+        if is_postgres_url(url):
+            return await cls._migrated(await PostgresBackend.connect(url), clock)
+        return await cls.open(sqlite_path(url, data_dir), clock=clock)
+
+    @classmethod
+    async def for_settings(cls, settings: _HasDatabase, clock: Clock | None = None) -> Database:
+        return await cls.connect(settings.database_url, settings.data_dir, clock=clock)
 
     @classmethod
     async def in_data_dir(cls, data_dir: str | Path, clock: Clock | None = None) -> Database:
-        """Open the database every StemBot process shares: `<data_dir>/stembot.sqlite3` (Settings.data_dir)."""
+        """The embedded database: `<data_dir>/stembot.sqlite3` (Settings.data_dir)."""
         return await cls.open(Path(data_dir) / DATABASE_FILENAME, clock=clock)
 
     @classmethod
     async def open(
         cls, path: str | Path, clock: Clock | None = None, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
     ) -> Database:
-        """Open (creating it and its folder if needed) the database at `path`, switch to WAL and migrate."""
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; StemBot needs 3.35 or newer")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: sqlite3 must not open transactions behind our back; we issue BEGIN/COMMIT ourselves.
-        conn = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        """Open (creating it and its folder if needed) the SQLite database at `path`, switch to WAL and migrate."""
+        backend = await SqliteBackend.open(Path(path), busy_timeout_s)
+        db = cls(backend, clock or SystemClock())
         try:
-            conn.row_factory = sqlite3.Row
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            await conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and much faster
-            await conn.execute("PRAGMA foreign_keys = ON")
-            db = cls(conn, path, clock or SystemClock())
-            deadline = asyncio.get_running_loop().time() + busy_timeout_s
-            await _retry_while_locked(db._enable_wal, deadline)
-            await _retry_while_locked(db._migrate, deadline)
+            await retry_while_locked(db._migrate, asyncio.get_running_loop().time() + busy_timeout_s)
         except BaseException:
-            await conn.close()
+            await backend.close()
+            raise
+        return db
+
+    @classmethod
+    async def _migrated(cls, backend: Backend, clock: Clock | None) -> Database:
+        db = cls(backend, clock or SystemClock())
+        try:
+            await db._migrate()
+        except BaseException:
+            await backend.close()
             raise
         return db
 
     async def close(self) -> None:
         async with self._lock:
-            await self._conn.close()
+            await self._backend.close()
 
     async def __aenter__(self) -> Database:
         return self
@@ -84,88 +118,68 @@ class Database:
         await self.close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction (BEGIN IMMEDIATE): committed on success, rolled back on any exception."""
-        async with self._transaction("BEGIN IMMEDIATE") as conn:
+    async def write(self) -> AsyncIterator[Connection]:
+        """A write transaction, alone among writers: committed on success, rolled back on any exception."""
+        async with self._transaction(write=True) as conn:
             yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def read(self) -> AsyncIterator[Connection]:
         """A read transaction: its statements all see the same snapshot. Don't write in it."""
-        async with self._transaction("BEGIN") as conn:
+        async with self._transaction(write=False) as conn:
             yield conn
 
     @asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, write: bool) -> AsyncIterator[Connection]:
         async with self._lock:
             try:
-                await self._conn.execute(begin)
-                yield self._conn
-                await self._conn.execute("COMMIT")
+                await self._backend.begin(write)
+                yield self._backend
+                await self._backend.commit()
             except BaseException:
-                # Also on cancellation: a statement whose await was cancelled still runs on aiosqlite's thread,
-                # and this ROLLBACK is queued behind it, so no transaction is ever left open on the connection.
-                await self._rollback_quietly()
+                # Also on cancellation: a statement whose await was cancelled still runs (on aiosqlite's thread,
+                # or the server), and this ROLLBACK is queued behind it, so no transaction is left open.
+                await self._backend.rollback_quietly()
                 raise
 
-    async def _rollback_quietly(self) -> None:
-        # OperationalError: no transaction was open (BEGIN itself failed, or COMMIT already went through).
-        with contextlib.suppress(sqlite3.OperationalError):
-            await self._conn.execute("ROLLBACK")
-
     async def schema_version(self) -> int:
-        async with self.read() as conn:
-            return await _fetch_int(conn, "PRAGMA user_version")
+        async with self.read():
+            return await self._backend.schema_version()
 
     async def journal_mode(self) -> str:
+        """SQLite's journal mode ("wal")."""
+        assert isinstance(self._backend, SqliteBackend), "journal_mode is SQLite's"
         async with self._lock:
-            return str(await _fetch_value(self._conn, "PRAGMA journal_mode"))
-
-    async def _enable_wal(self) -> None:
-        async with self._lock:
-            mode = await _fetch_value(self._conn, "PRAGMA journal_mode = WAL")
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"could not switch {self.path} to WAL (journal_mode is {mode})")
+            return await self._backend.journal_mode()
 
     async def _migrate(self) -> None:
-        # user_version is read inside the write transaction: when two processes start together, the second waits
+        # The version is read inside the write transaction: when two processes start together, the second waits
         # for the first and then sees the migrations already applied.
         async with self.write() as conn:
-            version = await _fetch_int(conn, "PRAGMA user_version")
+            version = await self._backend.schema_version()
             if version > len(MIGRATIONS):
                 raise SchemaTooNew(
-                    f"{self.path} has schema version {version}; this StemBot knows up to {len(MIGRATIONS)}. "
+                    f"{self.describe()} has schema version {version}; this StemBot knows up to {len(MIGRATIONS)}. "
                     "Upgrade StemBot."
                 )
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number}")
+                    sql = statement_for(statement, self.dialect)
+                    if sql:
+                        await conn.execute(sql)
+                await self._backend.set_schema_version(number)
 
 
-async def _retry_while_locked(step: Callable[[], Awaitable[None]], deadline: float) -> None:
-    # When several processes open a new database at once, switching it to WAL (and the first reads of a fresh WAL)
-    # can fail with "database is locked" right away: SQLite does not call the busy handler there. Retry instead.
-    loop = asyncio.get_running_loop()
-    delay = 0.005
-    while True:
-        try:
-            await step()
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or loop.time() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.25)
+class _HasDatabase(Protocol):
+    database_url: str
+    data_dir: Path
 
 
-async def _fetch_int(conn: aiosqlite.Connection, sql: str) -> int:
-    value = await _fetch_value(conn, sql)
-    assert isinstance(value, int), (sql, value)
-    return value
-
-
-async def _fetch_value(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> object:
-    async with conn.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return None if row is None else row[0]
+def sqlite_path(url: str, data_dir: str | Path) -> Path:
+    """The SQLite file a STEMBOT_DATABASE_URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`, or (empty
+    URL or `sqlite://`) `<data_dir>/stembot.sqlite3`."""
+    if not url or url in ("sqlite://", "sqlite:///"):
+        return Path(data_dir) / DATABASE_FILENAME
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"STEMBOT_DATABASE_URL must start with sqlite:/// or postgresql://, not {url.split(':')[0]}:")
+    return Path(url[len("sqlite:///"):]).expanduser()

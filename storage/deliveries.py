@@ -69,7 +69,7 @@ async def record_piece(db: Database, job_id: str, piece: str, outcome: PieceOutc
     """Record that `piece` went (or was given up for a link). The first record of a piece stays."""
     async with db.write() as conn:
         await conn.execute(
-            "INSERT OR IGNORE INTO delivery_pieces (job_id, piece, outcome, sent_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO delivery_pieces (job_id, piece, outcome, sent_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (job_id, piece, PieceOutcome(outcome).value, encode_time(db.clock.now())),
         )
 

@@ -60,3 +60,15 @@ class LinkCodeError(StorageError):
         self.reason = reason
         self.message = _LINK_MESSAGES[reason]
         super().__init__(self.message)
+
+
+class ConstraintViolation(StorageError):
+    """A statement broke a UNIQUE or FOREIGN KEY constraint (either database's error, as one type)."""
+
+    def __init__(self, message: str, foreign_key: bool) -> None:
+        super().__init__(message)
+        self.foreign_key = foreign_key
+
+
+class DatabaseUnavailable(StorageError):
+    """The database server could not be reached or refused us (PostgreSQL); the message names it, never a password."""

@@ -14,13 +14,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import Enum
 
-import aiosqlite
-
 from storage.clock import encode_time
 from storage.database import Database
 from storage.errors import NotFound
 from storage.migrations import UNSCOPED_NOTE
 from storage.models import ProGrant, User
+from storage.sql import Connection
 from storage.users import fetch_user, require_user
 
 PRO_ROLE_FRESHNESS = timedelta(days=30)
@@ -181,7 +180,7 @@ def _role_counts(user: User, scope: str | None, now: datetime, freshness: timede
     )
 
 
-async def _active_grant_in(conn: aiosqlite.Connection, user_id: int, scope: str | None, now: datetime) -> ProGrant | None:
+async def _active_grant_in(conn: Connection, user_id: int, scope: str | None, now: datetime) -> ProGrant | None:
     # `guild_id = NULL` is never true, so with no scope only grants for everywhere count.
     async with conn.execute(
         """
@@ -195,13 +194,13 @@ async def _active_grant_in(conn: aiosqlite.Connection, user_id: int, scope: str 
     return None if row is None else ProGrant.from_row(row)
 
 
-async def _revoke_in(conn: aiosqlite.Connection, user_id: int, scope: str | None, now: datetime) -> bool:
+async def _revoke_in(conn: Connection, user_id: int, scope: str | None, now: datetime) -> bool:
     # Only grants still in force: revoked_at means "cut short", so a grant that simply ran out keeps its history.
     stamp = encode_time(now)
     cursor = await conn.execute(
         """
         UPDATE pro_grants SET revoked_at = ?
-        WHERE user_id = ? AND guild_id IS ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
+        WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND revoked_at IS NULL AND (until IS NULL OR until > ?)
         """,
         (stamp, user_id, scope, stamp),
     )

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
 from storage import quota
 from storage.clock import encode_time
 from storage.database import Database
-from storage.errors import DuplicateJob, InvalidTransition, NotFound
+from storage.errors import ConstraintViolation, DuplicateJob, InvalidTransition, NotFound
 from storage.models import (
     FINISHED_STATUSES,
     Acceptance,
@@ -34,6 +31,7 @@ from storage.models import (
     SpecChange,
     validate_job_id,
 )
+from storage.sql import Connection
 
 S = JobStatus
 # The statuses each status may be entered from.
@@ -174,7 +172,7 @@ async def transition(
 
 
 async def transition_in(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     job_id: str,
     to: JobStatus,
     now: datetime,
@@ -280,14 +278,14 @@ async def list_user_jobs(db: Database, user_id: int, limit: int = 20) -> list[Jo
     )
 
 
-async def fetch_job(conn: aiosqlite.Connection, job_id: str) -> Job | None:
+async def fetch_job(conn: Connection, job_id: str) -> Job | None:
     """Within an open transaction: the job, or None."""
     async with conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else Job.from_row(row)
 
 
-async def require_job(conn: aiosqlite.Connection, job_id: str) -> Job:
+async def require_job(conn: Connection, job_id: str) -> Job:
     """Within an open transaction: the job, or NotFound."""
     job = await fetch_job(conn, job_id)
     if job is None:
@@ -296,7 +294,7 @@ async def require_job(conn: aiosqlite.Connection, job_id: str) -> Job:
 
 
 async def _insert_job(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     job_id: str,
     user_id: int,
     source: str,
@@ -312,8 +310,8 @@ async def _insert_job(
             (job_id, user_id, source, encode_time(now), None if delivery is None else _to_json(delivery), spec),
         ) as cursor:
             row = await cursor.fetchone()
-    except sqlite3.IntegrityError as error:
-        if "FOREIGN KEY" in str(error):
+    except ConstraintViolation as error:
+        if error.foreign_key:
             raise NotFound(f"no user with id {user_id}") from None
         raise DuplicateJob(f"job {job_id} already exists") from None
     assert row is not None

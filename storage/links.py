@@ -7,7 +7,6 @@ The user asks for a code on one platform and sends it to the bot on the other. C
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from datetime import timedelta
 
 from storage.clock import decode_time, encode_time
@@ -30,14 +29,14 @@ async def create_link_code(db: Database, user_id: int, ttl: timedelta = DEFAULT_
         await conn.execute("DELETE FROM link_codes WHERE user_id = ? AND used_at IS NULL", (user_id,))
         for _ in range(5):  # a collision with a stored code is astronomically unlikely; retry anyway
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            try:
-                await conn.execute(
-                    "INSERT INTO link_codes (code, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                    (code, user_id, encode_time(now), encode_time(expires_at)),
-                )
-            except sqlite3.IntegrityError:
-                continue
-            return LinkCode(code=code, user_id=user_id, expires_at=expires_at)
+            # ON CONFLICT, not a caught error: on PostgreSQL an error ends the whole transaction.
+            inserted = await conn.execute(
+                "INSERT INTO link_codes (code, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (code) DO NOTHING",
+                (code, user_id, encode_time(now), encode_time(expires_at)),
+            )
+            if inserted.rowcount == 1:
+                return LinkCode(code=code, user_id=user_id, expires_at=expires_at)
     raise StorageError("could not find a free link code")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -12,6 +11,7 @@ from typing import Any
 
 from storage.clock import decode_time
 from storage.errors import InvalidName
+from storage.sql import Row
 
 PLATFORMS = ("discord", "telegram")
 
@@ -62,7 +62,7 @@ class User:
     default_mode: str | None = None  # the separation mode the user's songs get unless they pick one
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> User:
+    def from_row(cls, row: Row) -> User:
         return cls(
             id=row["id"],
             platform=row["platform"],
@@ -110,7 +110,7 @@ class Job:
         return self.status in FINISHED_STATUSES
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
+    def from_row(cls, row: Row) -> Job:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
@@ -182,7 +182,7 @@ class ProGrant:
         return self.revoked_at is None and (self.until is None or when < self.until)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ProGrant:
+    def from_row(cls, row: Row) -> ProGrant:
         return cls(
             id=row["id"],
             user_id=row["user_id"],

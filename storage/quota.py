@@ -8,15 +8,13 @@ and never exceed the limit.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
-
-import aiosqlite
 
 from storage.clock import decode_time, encode_time
 from storage.database import Database
-from storage.errors import DuplicateJob, NotFound
+from storage.errors import ConstraintViolation, DuplicateJob, NotFound
 from storage.models import QuotaDecision, validate_job_id
+from storage.sql import Connection
 
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -31,7 +29,7 @@ async def quota_status(
 
 
 async def status_in(
-    conn: aiosqlite.Connection, user_id: int, limit: int, now: datetime, window: timedelta, songs: int = 1
+    conn: Connection, user_id: int, limit: int, now: datetime, window: timedelta, songs: int = 1
 ) -> QuotaDecision:
     """Within an open transaction: `quota_status` (would `songs` more fit?)."""
     charges = await _live_charges(conn, user_id, now, window)
@@ -56,7 +54,7 @@ async def refund(db: Database, job_id: str, reason: str = "") -> bool:
 
 
 async def charge_in(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     user_id: int,
     job_id: str,
     limit: int,
@@ -76,15 +74,15 @@ async def charge_in(
             "INSERT INTO quota_ledger (user_id, job_id, charged_at, songs) VALUES (?, ?, ?, ?)",
             (user_id, job_id, encode_time(now), songs),
         )
-    except sqlite3.IntegrityError as error:
-        if "FOREIGN KEY" in str(error):
+    except ConstraintViolation as error:
+        if error.foreign_key:
             raise NotFound(f"no user with id {user_id}") from None
         raise DuplicateJob(f"job {job_id} was already charged") from None
     return _decide(accepted=True, charges=[*charges, *[now] * songs], limit=limit, window=window)
 
 
 async def recharge_in(
-    conn: aiosqlite.Connection, user_id: int, job_id: str, limit: int, now: datetime, window: timedelta, songs: int
+    conn: Connection, user_id: int, job_id: str, limit: int, now: datetime, window: timedelta, songs: int
 ) -> QuotaDecision:
     """Within an open write transaction: make the live charge of `job_id` `songs` songs if the quota has room for
     that (its other charges + `songs` <= limit, or the cost goes down); else change nothing (`accepted` False)."""
@@ -107,7 +105,7 @@ async def recharge_in(
     return _decide(accepted=True, charges=charged, limit=limit, window=window)
 
 
-async def refund_in(conn: aiosqlite.Connection, job_id: str, reason: str, now: datetime) -> bool:
+async def refund_in(conn: Connection, job_id: str, reason: str, now: datetime) -> bool:
     """Within an open write transaction: `refund`."""
     cursor = await conn.execute(
         "UPDATE quota_ledger SET refunded_at = ?, refund_reason = ? WHERE job_id = ? AND refunded_at IS NULL",
@@ -117,7 +115,7 @@ async def refund_in(conn: aiosqlite.Connection, job_id: str, reason: str, now: d
 
 
 async def _live_charges(
-    conn: aiosqlite.Connection, user_id: int, now: datetime, window: timedelta, excluding: str = ""
+    conn: Connection, user_id: int, now: datetime, window: timedelta, excluding: str = ""
 ) -> list[datetime]:
     """The user's unrefunded charges inside the window (but `excluding`'s), oldest first: one entry per song."""
     async with conn.execute(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import aiosqlite
-
 from storage.clock import encode_time
 from storage.database import Database
 from storage.errors import NotFound
 from storage.models import User, validate_platform
+from storage.sql import Connection
 
 
 async def get_or_create_user(
@@ -21,7 +20,7 @@ async def get_or_create_user(
             INSERT INTO users (platform, platform_user_id, display_name, created_at, last_seen_at)
             VALUES (?, ?, COALESCE(?, ''), ?, ?)
             ON CONFLICT (platform, platform_user_id) DO UPDATE SET
-                display_name = COALESCE(?, display_name),
+                display_name = COALESCE(?, users.display_name),
                 last_seen_at = excluded.last_seen_at
             RETURNING *
             """,
@@ -46,14 +45,14 @@ async def find_user(db: Database, platform: str, platform_user_id: str | int) ->
     return None if row is None else User.from_row(row)
 
 
-async def fetch_user(conn: aiosqlite.Connection, user_id: int) -> User | None:
+async def fetch_user(conn: Connection, user_id: int) -> User | None:
     """Within an open transaction: the user, or None."""
     async with conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else User.from_row(row)
 
 
-async def require_user(conn: aiosqlite.Connection, user_id: int) -> User:
+async def require_user(conn: Connection, user_id: int) -> User:
     """Within an open transaction: the user, or NotFound."""
     user = await fetch_user(conn, user_id)
     if user is None:

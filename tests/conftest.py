@@ -19,6 +19,7 @@ from separation_worker.inference.device import run_config
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, FAST_ENSEMBLE
 from stembot.settings import Settings
 from storage import Database, FakeClock
+from tests.support.backends import DEFAULT_POSTGRES, Backends, suite_backends, test_backends
 from tests.support.model_factory import write_ensemble, write_mode_models
 
 SR = 44100
@@ -37,10 +38,51 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def _suite_backends():
+    with suite_backends() as base:
+        yield base
+
+
 @pytest.fixture
-async def db(tmp_path, clock):
-    """A fresh SQLite database (real file) on the fake clock."""
-    async with await Database.open(tmp_path / "db.sqlite3", clock=clock) as db:
+def backends(_suite_backends, monkeypatch) -> Backends:
+    """This test's database and object store (SQLite and local files unless the run names PostgreSQL and S3),
+    also in the environment, for the processes a test starts."""
+    with test_backends(_suite_backends) as mine:
+        for name, value in mine.env().items():
+            monkeypatch.setenv(name, value)
+        yield mine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_database_url(request, tmp_path, _suite_backends):
+    """A fresh database on each server, for the race tests: the SQLite file, and PostgreSQL (the run's, or the
+    machine's at 127.0.0.1:5432; skipped where there is none unless the run names one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        return
+    base = _suite_backends.database_url if _suite_backends.postgres else DEFAULT_POSTGRES
+    try:
+        mine = test_backends(Backends(database_url=base))
+        url = mine.__enter__().database_url
+    except OSError as error:
+        if _suite_backends.postgres:
+            raise
+        pytest.skip(f"no PostgreSQL at {base}: {error}")
+    try:
+        yield url
+    finally:
+        mine.__exit__(None, None, None)
+
+
+@pytest.fixture
+async def db(tmp_path, clock, backends):
+    """A fresh database (a real SQLite file, or this test's PostgreSQL database) on the fake clock."""
+    if backends.postgres:
+        opened = await Database.connect(backends.database_url, tmp_path, clock=clock)
+    else:
+        opened = await Database.open(tmp_path / "db.sqlite3", clock=clock)
+    async with opened as db:
         yield db
 
 
@@ -49,9 +91,9 @@ def model_dir(tmp_path_factory) -> Path:
     return write_mode_models(write_ensemble(tmp_path_factory.mktemp("models")))
 
 
-@pytest.fixture(scope="session")
-def settings(model_dir) -> Settings:
-    return Settings.from_env({"STEMBOT_MODEL_DIR": str(model_dir), "STEMBOT_DEVICE": "cpu"})
+@pytest.fixture
+def settings(model_dir, backends) -> Settings:
+    return Settings.from_env({"STEMBOT_MODEL_DIR": str(model_dir), "STEMBOT_DEVICE": "cpu", **backends.env()})
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +112,7 @@ def quick_engine(model_dir) -> SeparationEngine:
 
 
 @pytest.fixture
-def cli_env(model_dir, tmp_path) -> dict[str, str]:
+def cli_env(model_dir, tmp_path, backends) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update({"STEMBOT_MODEL_DIR": str(model_dir), "STEMBOT_DEVICE": "cpu"})
     return env

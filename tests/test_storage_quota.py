@@ -131,13 +131,12 @@ async def test_charging_a_job_twice_is_an_error(db, user):
 
 
 async def _race(
-    tmp_path, clock, submissions: int, limit: int, max_in_flight: int | None = None
+    url, tmp_path, clock, submissions: int, limit: int, max_in_flight: int | None = None
 ) -> tuple[int, Database]:
-    """`submissions` simultaneous accept_job calls by one user, each on its own connection to the same file."""
-    path = tmp_path / "race.sqlite3"
-    setup = await Database.open(path, clock=clock)
+    """`submissions` simultaneous accept_job calls by one user, each on its own connection to the same database."""
+    setup = await Database.connect(url, tmp_path, clock=clock)
     user = await get_or_create_user(setup, "telegram", 1)
-    connections = await asyncio.gather(*(Database.open(path, clock=clock) for _ in range(submissions)))
+    connections = await asyncio.gather(*(Database.connect(url, tmp_path, clock=clock) for _ in range(submissions)))
     try:
         results = await asyncio.gather(
             *(
@@ -156,20 +155,20 @@ async def _race(
     return len(accepted), setup
 
 
-async def test_songs_in_flight_cap_holds_under_concurrency(tmp_path, clock):
-    accepted, db = await _race(tmp_path, clock, submissions=12, limit=PRO, max_in_flight=3)
+async def test_songs_in_flight_cap_holds_under_concurrency(shared_database_url, tmp_path, clock):
+    accepted, db = await _race(shared_database_url, tmp_path, clock, submissions=12, limit=PRO, max_in_flight=3)
     await db.close()
     assert accepted == 3
 
 
-async def test_concurrent_submissions_by_a_free_user_accept_exactly_one(tmp_path, clock):
-    accepted, db = await _race(tmp_path, clock, submissions=20, limit=FREE)
+async def test_concurrent_submissions_by_a_free_user_accept_exactly_one(shared_database_url, tmp_path, clock):
+    accepted, db = await _race(shared_database_url, tmp_path, clock, submissions=20, limit=FREE)
     await db.close()
     assert accepted == 1
 
 
-async def test_concurrent_submissions_by_a_pro_user_accept_exactly_twenty(tmp_path, clock):
-    accepted, db = await _race(tmp_path, clock, submissions=25, limit=PRO)
+async def test_concurrent_submissions_by_a_pro_user_accept_exactly_twenty(shared_database_url, tmp_path, clock):
+    accepted, db = await _race(shared_database_url, tmp_path, clock, submissions=25, limit=PRO)
     await db.close()
     assert accepted == 20
 
@@ -185,8 +184,8 @@ _SUBMIT_FROM_A_PROCESS = """
 import asyncio, sys
 from storage import Database, accept_job
 
-async def main(path, user_id, first, count, limit):
-    async with await Database.open(path) as db:
+async def main(url, user_id, first, count, limit):
+    async with await Database.connect(url, ".") as db:
         results = await asyncio.gather(
             *(accept_job(db, user_id, f"p{first + i}", "song.mp3", limit) for i in range(count))
         )
@@ -196,10 +195,11 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4
 """
 
 
-async def test_concurrent_submissions_from_separate_processes(tmp_path):
-    # The bots, the web server and the workers are separate processes: SQLite's file locks must hold the line.
-    path = tmp_path / "db.sqlite3"
-    async with await Database.open(path) as db:
+async def test_concurrent_submissions_from_separate_processes(shared_database_url, tmp_path):
+    # The bots, the web server and the workers are separate processes: SQLite's file locks, or PostgreSQL's
+    # write lock, must hold the line.
+    path = shared_database_url
+    async with await Database.connect(path, tmp_path) as db:
         user = await get_or_create_user(db, "telegram", 1)
     root = Path(__file__).resolve().parents[1]
     processes = [
@@ -212,6 +212,6 @@ async def test_concurrent_submissions_from_separate_processes(tmp_path):
     outputs = [await process.communicate() for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0, 0]
     assert sum(int(stdout) for stdout, _ in outputs) == 3
-    async with await Database.open(path) as db:
+    async with await Database.connect(path, tmp_path) as db:
         assert (await quota_status(db, user.id, 3)).used == 3
         assert len(await list_jobs(db, "queued")) == 3

@@ -78,7 +78,7 @@ class SeparationService:
         """Open storage and Redis, and put back into the queue whatever Redis lost."""
         settings.require("secret_key", "public_url")
         clock = clock or SystemClock()
-        db = await Database.in_data_dir(settings.data_dir, clock=clock)
+        db = await Database.for_settings(settings, clock=clock)
         redis = await queue.connect(settings.redis_url)
         service = cls(settings, db, FileStore.in_data_dir(settings.data_dir), redis, clock)
         await reconcile(db, redis)

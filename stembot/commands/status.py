@@ -23,7 +23,7 @@ async def _report(settings) -> str:
     from storage import Database, JobStatus, list_jobs
 
     redis = await queue.connect(settings.redis_url)
-    db = await Database.in_data_dir(settings.data_dir)
+    db = await Database.for_settings(settings)
     try:
         waiting = len(await queue.waiting_ids(redis))
         running = await list_jobs(db, JobStatus.RUNNING)
