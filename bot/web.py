@@ -126,7 +126,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     """The download server; `clock` (returning an aware UTC datetime) decides expiry, for tests."""
     settings.require("secret_key", "public_url")
     secret_key = settings.secret_key
-    files = FileStore.in_data_dir(settings.data_dir)  # the only authority on where a job's files are
+    files = FileStore.for_settings(settings)  # the only authority on where a job's files are
     now = clock or _utc_now
 
     async def download(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
-"""Runs one queued job: input from the file store or a link, the pipeline, the result into SQLite.
+"""Runs one queued job: input from the file store or a link, the pipeline, the result into the database.
 
-SQLite is the record: the job moves queued -> running -> done | failed there, and every
+The database is the record: the job moves queued -> running -> done | failed there, and every
 failure is refunded (bad input costs nothing; our own failures neither). Progress goes to
 Redis for watchers. The pipeline itself runs in a thread, so the event loop stays free for
 arq's bookkeeping and our heartbeat — and for the worker's other jobs: a worker runs a few at once,
@@ -91,7 +91,11 @@ class JobRunner:
             await jobs.requeue_job(self.db, job_id)
             await publisher.publish("queued", 0.0)
             raise Retry(job_id) from None
-        await jobs.finish_job(self.db, job_id, manifest.to_dict())  # SQLite keeps the same manifest as result.json
+        # Results reach the object store (when there is one) before the job is done, and the upload goes only
+        # after: a worker killed in between leaves a job the next attempt can still run.
+        await asyncio.to_thread(self.files.publish_outputs, job_id)
+        await jobs.finish_job(self.db, job_id, manifest.to_dict())  # the database keeps the same manifest as result.json
+        await asyncio.to_thread(self._tidy_after_done, job_id)
         await publisher.publish("done", 1.0)
         await metrics.record_job(self.redis, "done", manifest.timings.to_dict(), manifest.duration)
         log.info("job %s: done", job_id, extra={"job_id": job_id, "outcome": "done", "seconds": manifest.timings.total})
@@ -102,7 +106,10 @@ class JobRunner:
         spec = self._spec_of(job)
         settings = self._settings_for(spec)
         outputs = self.files.outputs(job.id)
-        source = spec.url if spec.source is SourceKind.LINK and spec.url else self._upload_path(job.id, spec)
+        if spec.source is SourceKind.LINK and spec.url:
+            source = spec.url
+        else:  # from the object store, when the upload was made on another machine
+            source = await asyncio.to_thread(self._upload_path, job.id, spec)
         started = time.monotonic()
         limit = settings.job_timeout_base_s + settings.job_timeout_factor * settings.max_duration_seconds
         waited = 0.0  # queued for the device behind the worker's other jobs: not this job's own time
@@ -141,8 +148,11 @@ class JobRunner:
         except asyncio.CancelledError:
             abandoned.set()  # a thread can't be cancelled: it stops at its next progress event
             raise
-        await asyncio.to_thread(self.files.remove_inputs, job.id)  # the upload is no longer needed
         return manifest
+
+    def _tidy_after_done(self, job_id: str) -> None:
+        self.files.remove_inputs(job_id)  # the upload is no longer needed
+        self.files.drop_local_copy(job_id)  # the object store has the results; this machine needn't keep them
 
     def _spec_of(self, job: Job) -> JobSpec:
         if job.spec_json is None:

@@ -66,7 +66,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     engine: SeparationEngine = ctx.get("engine") or SeparationEngine.from_settings(settings)
     await asyncio.to_thread(engine.load)  # minutes on first use (downloads, compilation): before any job
     db = await Database.for_settings(settings)
-    files = FileStore.in_data_dir(settings.data_dir)
+    files = FileStore.for_settings(settings)
     ctx.update(engine=engine, db=db, files=files)
     ctx["runner"] = JobRunner(settings, engine, db, files, ctx["redis"])
     ctx["maintenance"] = asyncio.create_task(_maintenance(ctx))
@@ -91,7 +91,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def _maintenance(ctx: dict[str, Any]) -> None:
-    """Every worker reconciles the queue with SQLite and sweeps expired files (both idempotent)."""
+    """Every worker reconciles the queue with the database and sweeps expired files (both idempotent)."""
     settings = ctx["settings"]
     since_sweep = SWEEP_EVERY_S
     while True:
@@ -123,7 +123,7 @@ def worker_settings(settings, engine: SeparationEngine | None = None) -> type:
         redis_settings = RedisSettings.from_dsn(settings.redis_url)
         queue_name = queue.QUEUE_NAME
         max_jobs = settings.jobs_per_worker
-        keep_result = 0  # SQLite holds results
+        keep_result = 0  # the database holds results
         poll_delay = 0.5
         ctx = {"settings": settings, "engine": engine}
 

@@ -170,9 +170,11 @@ class Database:
                 await self._backend.set_schema_version(number)
 
 
-class _HasDatabase(Protocol):
-    database_url: str
-    data_dir: Path
+class _HasDatabase(Protocol):  # Settings, read-only
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
 
 
 def sqlite_path(url: str, data_dir: str | Path) -> Path:

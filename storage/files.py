@@ -5,8 +5,13 @@ symlinks, so no name (`../x`, `/etc/passwd`, `a/../../b`) can reach outside the 
 their final name only once complete (written to a hidden temp name in the same folder, then `os.replace`d), so a
 reader, e.g. the web server, never serves a half-written file.
 
-The methods are synchronous (plain local file operations); async callers run slow ones (deleting a job's
-folder) with `asyncio.to_thread`.
+With an object store (STEMBOT_STORAGE_URL=s3://…) the bucket is the record of every job's files, shared by
+machines that share nothing else, and the local folder is this machine's working copy: uploads and results are
+published to the bucket (a result's manifest last, so a reader that finds it finds every file it names), files
+missing here are fetched on first use, and deletions go to both.
+
+The methods are synchronous (plain file operations, or requests to the store); async callers run them with
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from storage.clock import UTC
 from storage.errors import InvalidName
 from storage.models import validate_job_id
+from storage.objects import ObjectStore, parse_storage_url
 
 TEMP_PREFIX = ".tmp-"  # unfinished writes; never a valid name, never listed
 INCOMING = "incoming"  # each job's staging folder for uploads and downloads
@@ -39,13 +46,60 @@ class JobDir:
 
 
 class FileStore:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, remote: ObjectStore | None = None) -> None:
         self.root = Path(root)
+        self.remote = remote  # the shared object store, when there is one; `root` is then this machine's copy
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> FileStore:
         """The store at `<data_dir>/files` (`data_dir` is Settings.data_dir)."""
         return cls(Path(data_dir) / "files")
+
+    @classmethod
+    def for_settings(cls, settings: _HasStorage) -> FileStore:
+        """The store STEMBOT_STORAGE_URL names: a local folder (default `<data_dir>/files`), or an S3 bucket (at
+        STEMBOT_S3_ENDPOINT_URL when not AWS) with `<data_dir>/files` as the working copy."""
+        local = Path(settings.data_dir) / "files"
+        location = parse_storage_url(settings.storage_url, local)
+        if location.kind == "local":
+            return cls(location.path or local)
+        return cls(local, ObjectStore.from_location(location, endpoint_url=settings.s3_endpoint_url or None))
+
+    def describe(self) -> str:
+        return self.remote.describe() if self.remote else str(self.root)
+
+    # -- the shared object store ---------------------------------------------------------------------------------
+
+    def publish(self, job_id: str, names: list[str]) -> None:
+        """Copy these files of the job (relative names, in this order) to the object store; nothing without one."""
+        if self.remote is None:
+            return
+        for name in names:
+            self.remote.put_file(_key(job_id, name), self.path_of(job_id, name))
+
+    def publish_outputs(self, job_id: str) -> None:
+        """Copy the job's results to the object store, the manifest last (its presence means all are there)."""
+        names = [n for n in self.list_files(job_id) if "/" not in n]
+        self.publish(job_id, sorted(names, key=lambda n: n == MANIFEST_FILE))
+
+    def drop_local_copy(self, job_id: str) -> None:
+        """Forget this machine's copy of a job whose files are in the object store (a worker's, once published)."""
+        if self.remote is not None:
+            self._delete_local(job_id)
+
+    def presigned_url(self, job_id: str, name: str, expires_s: int, filename: str) -> str | None:
+        """A direct, expiring download link into the object store (None without one)."""
+        if self.remote is None:
+            return None
+        return self.remote.presigned_url(_key(job_id, name), expires_s=max(1, expires_s), filename=filename)
+
+    def _fetch(self, job_id: str, name: str) -> bool:
+        """Bring the job's file `name` from the object store into the local copy; False if it isn't there."""
+        if self.remote is None:
+            return False
+        path = self.path_of(job_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return self.remote.get_file(_key(job_id, name), path)
 
     def job_dir(self, job_id: str, create: bool = False) -> Path:
         """The job's folder (created, with the store root, when `create`)."""
@@ -119,6 +173,8 @@ class FileStore:
             return None
         try:
             path = self.path_of(job_id, name)
+            if not path.exists() and not path.is_symlink():
+                self._fetch(job_id, name)
             resolved = path.resolve(strict=True)
         except (InvalidName, OSError, RuntimeError):  # bad name, missing, unreadable, a symlink loop
             return None
@@ -131,6 +187,8 @@ class FileStore:
         the one file in `incoming/`."""
         if name is not None:
             path = self.path_of(job_id, f"{INCOMING}/{name}")
+            if not path.is_file():
+                self._fetch(job_id, f"{INCOMING}/{name}")
             return path if path.is_file() else None
         uploads = [n for n in self.list_files(job_id) if n.startswith(f"{INCOMING}/")]
         return self.path_of(job_id, uploads[0]) if uploads else None
@@ -140,6 +198,8 @@ class FileStore:
         folder = self.path_of(job_id, INCOMING)
         if folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
+        if self.remote is not None:
+            self.remote.delete_prefix(_key(job_id, INCOMING))
 
     def remove_outputs(self, job_id: str) -> None:
         """Delete the job's result files (what a failed attempt left), keeping its inputs for the next one."""
@@ -148,6 +208,8 @@ class FileStore:
             for entry in os.scandir(folder):
                 if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     os.unlink(entry.path)
+        if self.remote is not None:
+            self.remote.delete([o.key for o in self.remote.list(job_id) if o.key.count("/") == 1])
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -201,7 +263,11 @@ class FileStore:
         return sorted(names)
 
     def delete_job_files(self, job_id: str) -> bool:
-        """Delete the job's folder and everything in it. True if there was one."""
+        """Delete the job's folder and everything in it (here and in the object store). True if there was one."""
+        removed = self.remote.delete_prefix(validate_job_id(job_id)) > 0 if self.remote is not None else False
+        return self._delete_local(job_id) or removed
+
+    def _delete_local(self, job_id: str) -> bool:
         folder = self.job_dir(job_id)
         if folder.is_symlink():  # never follow a link out of the store; just drop the link
             folder.unlink()
@@ -219,15 +285,35 @@ class FileStore:
         return True
 
     def list_job_dirs(self) -> list[JobDir]:
-        """Every job folder in the store (entries whose names are not job ids are ignored), sorted by job id."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if not entry.is_dir(follow_symlinks=False) or not _is_job_id(entry.name):
-                continue
-            found.append(JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path))))
-        return found
+        """Every job folder in the store, here or in the object store (entries whose names are not job ids are
+        ignored), sorted by job id; `modified_at` is the newest of both."""
+        found: dict[str, JobDir] = {}
+        if self.root.is_dir():
+            for entry in os.scandir(self.root):
+                if entry.is_dir(follow_symlinks=False) and _is_job_id(entry.name):
+                    found[entry.name] = JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path)))
+        if self.remote is not None:
+            for obj in self.remote.list():
+                job_id = obj.key.split("/", 1)[0]
+                if not _is_job_id(job_id):
+                    continue
+                known = found.get(job_id)
+                if known is None or known.modified_at < obj.modified_at:
+                    found[job_id] = JobDir(job_id, self.root / job_id, obj.modified_at)
+        return [found[job_id] for job_id in sorted(found)]
+
+
+class _HasStorage(Protocol):  # Settings, read-only
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def storage_url(self) -> str: ...
+    @property
+    def s3_endpoint_url(self) -> str: ...
+
+
+def _key(job_id: str, name: str) -> str:
+    return f"{validate_job_id(job_id)}/{name}"
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,9 @@ async def retire_unscoped_grants(db: Database, operators: Iterable[str]) -> int:
     keep = sorted(set(operators))
     now = encode_time(db.clock.now())
     async with db.write() as conn:
+        spared = f" AND granted_by NOT IN ({', '.join('?' * len(keep))})" if keep else ""  # `IN ()` is SQLite's only
         cursor = await conn.execute(
-            f"UPDATE pro_grants SET revoked_at = ? WHERE revoked_at IS NULL AND note = ? AND guild_id IS NULL"
-            f" AND granted_by NOT IN ({', '.join('?' * len(keep))})",
+            "UPDATE pro_grants SET revoked_at = ? WHERE revoked_at IS NULL AND note = ? AND guild_id IS NULL" + spared,
             (now, UNSCOPED_NOTE, *keep),
         )
         return cursor.rowcount

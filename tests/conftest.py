@@ -44,7 +44,7 @@ def _suite_backends():
         yield base
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def backends(_suite_backends, monkeypatch) -> Backends:
     """This test's database and object store (SQLite and local files unless the run names PostgreSQL and S3),
     also in the environment, for the processes a test starts."""

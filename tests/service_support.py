@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from arq.worker import Worker
 
 from separation_worker.worker import worker_settings
+from tests.support.backends import backend_env
 
 REDIS_BASE = "redis://127.0.0.1:6379"
 
@@ -47,6 +48,7 @@ def service_env(data_dir, model_dir, redis_db: int = TEST_REDIS_DB, **extra) -> 
         "STEMBOT_SECRET_KEY": "test-secret-key-0123456789",
         "STEMBOT_ALLOW_PRIVATE_URLS": "true",
         "STEMBOT_HEARTBEAT_S": "0.5",
+        **backend_env(),  # the run's PostgreSQL database and bucket, when it names them
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -80,7 +80,7 @@ class SeparationService:
         clock = clock or SystemClock()
         db = await Database.for_settings(settings, clock=clock)
         redis = await queue.connect(settings.redis_url)
-        service = cls(settings, db, FileStore.in_data_dir(settings.data_dir), redis, clock)
+        service = cls(settings, db, FileStore.for_settings(settings), redis, clock)
         await reconcile(db, redis)
         retired = await retire_unscoped_grants(db, [f"discord:{i}" for i in settings.discord_owner_ids])
         if retired:

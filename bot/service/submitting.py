@@ -201,6 +201,7 @@ class Submitting:
         else:
             with files.writing(job_id, name) as temp:
                 shutil.copyfile(source.path, temp)  # type: ignore[arg-type]
+        files.publish(job_id, [name])  # a worker on another machine reads it from the object store
 
 
 def _upload_name(source: UploadSource) -> str:

@@ -44,6 +44,12 @@ class Backends:
         return {**{k: v for k, v in values.items() if v}, **dict(self.s3_env)}
 
 
+def backend_env() -> dict[str, str]:
+    """This test's backend variables as the `backends` fixture set them, for an environment built from scratch."""
+    names = (*ENV_NAMES, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
 @contextmanager
 def suite_backends(environ: dict[str, str] | None = None) -> Iterator[Backends]:
     """The run's backends, from the environment; starts the S3 endpoint when the run names a bucket but none."""
