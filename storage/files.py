@@ -79,7 +79,7 @@ class FileStore:
 
     def publish_outputs(self, job_id: str) -> None:
         """Copy the job's results to the object store, the manifest last (its presence means all are there)."""
-        names = [n for n in self.list_files(job_id) if "/" not in n]
+        names = [n for n in self._local_files(job_id) if "/" not in n]
         self.publish(job_id, sorted(names, key=lambda n: n == MANIFEST_FILE))
 
     def drop_local_copy(self, job_id: str) -> None:
@@ -185,13 +185,15 @@ class FileStore:
     def input_file(self, job_id: str, name: str | None) -> Path | None:
         """The job's upload `incoming/<name>`, or None; with no name (jobs from before names were recorded),
         the one file in `incoming/`."""
-        if name is not None:
-            path = self.path_of(job_id, f"{INCOMING}/{name}")
-            if not path.is_file():
-                self._fetch(job_id, f"{INCOMING}/{name}")
-            return path if path.is_file() else None
-        uploads = [n for n in self.list_files(job_id) if n.startswith(f"{INCOMING}/")]
-        return self.path_of(job_id, uploads[0]) if uploads else None
+        if name is None:
+            uploads = [n for n in self.list_files(job_id) if n.startswith(f"{INCOMING}/")]
+            if not uploads:
+                return None
+            name = uploads[0][len(INCOMING) + 1 :]
+        path = self.path_of(job_id, f"{INCOMING}/{name}")
+        if not path.is_file():
+            self._fetch(job_id, f"{INCOMING}/{name}")
+        return path if path.is_file() else None
 
     def remove_inputs(self, job_id: str) -> None:
         """Delete the job's uploads and downloads (`incoming/`), once its results exist."""
@@ -251,7 +253,14 @@ class FileStore:
         return removed
 
     def list_files(self, job_id: str) -> list[str]:
-        """The job's complete files, as sorted relative names ("incoming/song.mp3"); temp files left out."""
+        """The job's complete files, here or in the object store, as sorted relative names ("incoming/song.mp3");
+        temp files left out."""
+        names = set(self._local_files(job_id))
+        if self.remote is not None:
+            names.update(o.key.split("/", 1)[1] for o in self.remote.list(validate_job_id(job_id)))
+        return sorted(names)
+
+    def _local_files(self, job_id: str) -> list[str]:
         folder = self.job_dir(job_id)
         if not folder.is_dir():
             return []

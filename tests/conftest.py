@@ -19,7 +19,7 @@ from separation_worker.inference.device import run_config
 from separation_worker.models.zoo import DEFAULT_ENSEMBLE, FAST_ENSEMBLE
 from stembot.settings import Settings
 from storage import Database, FakeClock
-from tests.support.backends import DEFAULT_POSTGRES, Backends, suite_backends, test_backends
+from tests.support.backends import DEFAULT_POSTGRES, Backends, isolated_backends, suite_backends
 from tests.support.model_factory import write_ensemble, write_mode_models
 
 SR = 44100
@@ -48,7 +48,7 @@ def _suite_backends():
 def backends(_suite_backends, monkeypatch) -> Backends:
     """This test's database and object store (SQLite and local files unless the run names PostgreSQL and S3),
     also in the environment, for the processes a test starts."""
-    with test_backends(_suite_backends) as mine:
+    with isolated_backends(_suite_backends) as mine:
         for name, value in mine.env().items():
             monkeypatch.setenv(name, value)
         yield mine
@@ -63,7 +63,7 @@ def shared_database_url(request, tmp_path, _suite_backends):
         return
     base = _suite_backends.database_url if _suite_backends.postgres else DEFAULT_POSTGRES
     try:
-        mine = test_backends(Backends(database_url=base))
+        mine = isolated_backends(Backends(database_url=base))
         url = mine.__enter__().database_url
     except OSError as error:
         if _suite_backends.postgres:

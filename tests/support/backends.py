@@ -67,7 +67,7 @@ def suite_backends(environ: dict[str, str] | None = None) -> Iterator[Backends]:
 
 
 @contextmanager
-def test_backends(base: Backends) -> Iterator[Backends]:
+def isolated_backends(base: Backends) -> Iterator[Backends]:
     """Fresh backends for one test: its own PostgreSQL database, its own prefix in the bucket."""
     tag = uuid.uuid4().hex[:12]
     mine = base
