@@ -28,6 +28,7 @@ from stembot.config_check import parse_roles
 ROOT = Path(__file__).resolve().parents[1]
 LONG_RUNNING = ("worker", "web", "telegram", "discord")
 ONE_SHOTS = ("models", "check")
+SHARED_STORAGE = ("postgres", "minio")  # profile `scale`: for workers on other machines
 
 
 def compose() -> dict:
@@ -75,7 +76,7 @@ def seconds(duration: str) -> float:
 
 def test_compose_services_and_volumes():
     compose_file = compose()
-    assert set(compose_file["services"]) == {"redis", *ONE_SHOTS, *LONG_RUNNING}
+    assert set(compose_file["services"]) == {"redis", *ONE_SHOTS, *LONG_RUNNING, *SHARED_STORAGE}
     assert set(compose_file["volumes"]) >= {"files", "models"}
     for name in (*ONE_SHOTS, *LONG_RUNNING):
         service = compose_file["services"][name]
@@ -126,6 +127,9 @@ def test_one_shots_gate_every_long_running_service():
     assert svc["check"]["depends_on"] == {
         "models": {"condition": "service_completed_successfully"},
         "redis": {"condition": "service_healthy"},  # the check reaches Redis
+        # and the database and the object store, when the `scale` profile runs them here
+        "postgres": {"condition": "service_healthy", "required": False},
+        "minio": {"condition": "service_healthy", "required": False},
     }
     for name in LONG_RUNNING:
         depends = svc[name]["depends_on"]
@@ -134,6 +138,20 @@ def test_one_shots_gate_every_long_running_service():
         assert svc[name]["restart"] == "unless-stopped", name
     assert svc["worker"]["depends_on"]["models"] == {"condition": "service_completed_successfully"}
     assert svc["redis"]["restart"] == "unless-stopped"
+
+
+def test_shared_storage_is_an_optional_profile():
+    svc = services()
+    assert svc["postgres"]["profiles"] == ["scale", "postgres"]
+    assert svc["minio"]["profiles"] == ["scale", "minio"]
+    assert svc["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert svc["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    for name in SHARED_STORAGE:
+        assert "ports" not in svc[name], name  # published only where the operator's private network needs it
+        assert all("${" in str(v) for k, v in svc[name]["environment"].items() if "PASSWORD" in k), name
+    text = (ROOT / ".env.example").read_text()
+    for name in ("STEMBOT_DATABASE_URL", "STEMBOT_STORAGE_URL", "STEMBOT_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+        assert f"# {name}=" in text, name
 
 
 def test_healthchecks():
