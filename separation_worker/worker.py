@@ -67,6 +67,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     await asyncio.to_thread(engine.load)  # minutes on first use (downloads, compilation): before any job
     db = await Database.for_settings(settings)
     files = FileStore.for_settings(settings)
+    await asyncio.to_thread(files.prepare)  # the bucket, on a fresh object store
     ctx.update(engine=engine, db=db, files=files)
     ctx["runner"] = JobRunner(settings, engine, db, files, ctx["redis"])
     ctx["maintenance"] = asyncio.create_task(_maintenance(ctx))

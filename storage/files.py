@@ -87,6 +87,23 @@ class FileStore:
         if self.remote is not None:
             self._delete_local(job_id)
 
+    def prepare(self) -> None:
+        """Make sure the object store's bucket exists (a fresh MinIO has none); nothing for a local store."""
+        if self.remote is not None:
+            self.remote.ensure_bucket()
+
+    def trim_local_copies(self, older_than: datetime) -> int:
+        """Drop this machine's copies of jobs untouched since `older_than` (the object store keeps the files, and
+        its janitor deletes them): a front end with no worker beside it runs no janitor. Returns how many."""
+        if self.remote is None or not self.root.is_dir():
+            return 0
+        trimmed = 0
+        for entry in os.scandir(self.root):
+            if entry.is_dir(follow_symlinks=False) and _is_job_id(entry.name):
+                if _newest_mtime(Path(entry.path)) < older_than and self._delete_local(entry.name):
+                    trimmed += 1
+        return trimmed
+
     def presigned_url(self, job_id: str, name: str, expires_s: int, filename: str) -> str | None:
         """A direct, expiring download link into the object store (None without one)."""
         if self.remote is None:

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -65,7 +66,7 @@ def shared_database_url(request, tmp_path, _suite_backends):
     try:
         mine = isolated_backends(Backends(database_url=base))
         url = mine.__enter__().database_url
-    except OSError as error:
+    except (OSError, asyncpg.PostgresError) as error:
         if _suite_backends.postgres:
             raise
         pytest.skip(f"no PostgreSQL at {base}: {error}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -20,6 +21,7 @@ from bot.service import SeparationService
 from bot.web import create_app
 from stembot.settings import Settings
 from storage import (
+    UTC,
     Database,
     FakeClock,
     FileStore,
@@ -54,7 +56,7 @@ def shared(backends, monkeypatch):
         try:
             mine = isolated_backends(base)
             remote = mine.__enter__()
-        except OSError as error:
+        except (OSError, asyncpg.PostgresError) as error:
             pytest.skip(f"no PostgreSQL at {environ['STEMBOT_DATABASE_URL']}: {error}")
         try:
             for name, value in remote.env().items():
@@ -155,9 +157,13 @@ async def test_web_serves_a_job_from_the_bucket_with_ranges_and_the_janitor_dele
         finally:
             await client.close()
         assert local_job_files(tmp_path / "web", "job1") == ["vocals.flac"]
+        web_side = FileStore.for_settings(settings)
+        assert web_side.trim_local_copies(datetime.now(UTC) - timedelta(hours=1)) == 0  # fresh: kept
+        assert web_side.trim_local_copies(datetime.now(UTC) + timedelta(minutes=1)) == 1  # old: the bucket keeps it
+        assert local_job_files(tmp_path / "web", "job1") == []
+        assert [o.key for o in web_side.remote.list("job1")] == ["job1/vocals.flac"]
 
         clock.advance(timedelta(hours=settings.file_ttl_hours + 1))
-        web_side = FileStore.for_settings(settings)
         report = await sweep(db, web_side, timedelta(hours=settings.file_ttl_hours))
         assert report.expired_jobs == ("job1",) and report.deleted_job_dirs == ("job1",)
         assert (await get_job(db, "job1")).status is JobStatus.EXPIRED

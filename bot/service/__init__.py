@@ -23,6 +23,8 @@ out rather than generated (no `__getattr__`, no mixins) so that the whole surfac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -64,6 +66,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+TRIM_EVERY_S = 600.0
+
 
 class SeparationService:
     def __init__(self, settings, db: Database, files: FileStore, redis, clock: Clock):
@@ -72,6 +76,7 @@ class SeparationService:
         self.modes = ModeChoices(self.context, self.accounts)
         self.submitting = Submitting(self.context, self.accounts, self.modes)
         self.tracking = Tracking(self.context, self.accounts)
+        self._trimmer: asyncio.Task | None = None
 
     @classmethod
     async def start(cls, settings, clock: Clock | None = None) -> SeparationService:
@@ -80,14 +85,32 @@ class SeparationService:
         clock = clock or SystemClock()
         db = await Database.for_settings(settings, clock=clock)
         redis = await queue.connect(settings.redis_url)
-        service = cls(settings, db, FileStore.for_settings(settings), redis, clock)
+        files = FileStore.for_settings(settings)
+        await asyncio.to_thread(files.prepare)
+        service = cls(settings, db, files, redis, clock)
+        if files.remote is not None:
+            service._trimmer = asyncio.create_task(service._trim_local_copies(), name="trim-local-copies")
         await reconcile(db, redis)
         retired = await retire_unscoped_grants(db, [f"discord:{i}" for i in settings.discord_owner_ids])
         if retired:
             log.warning("revoked %d Pro grants from before grants had a scope, not made by DISCORD_OWNER_IDS", retired)
         return service
 
+    async def _trim_local_copies(self) -> None:
+        # With an object store, this machine's copies (uploads, stems fetched to send) go once the job is old.
+        while True:
+            await asyncio.sleep(TRIM_EVERY_S)
+            older_than = self.clock.now() - timedelta(hours=self.settings.file_ttl_hours)
+            try:
+                await asyncio.to_thread(self.files.trim_local_copies, older_than)
+            except OSError:
+                log.exception("could not trim the local copies of old jobs")
+
     async def close(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer
         await self.redis.aclose()
         await self.db.close()
 

@@ -20,7 +20,8 @@ import asyncpg
 from storage.postgres_backend import is_postgres_url, plain_dsn
 
 ENV_NAMES = ("STEMBOT_DATABASE_URL", "STEMBOT_STORAGE_URL", "STEMBOT_S3_ENDPOINT_URL")
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The machine's PostgreSQL, for the tests that run on both databases whatever the run's default (.ci/run sets it).
+DEFAULT_POSTGRES = os.environ.get("STEMBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass(frozen=True)
