@@ -75,10 +75,10 @@ async def test_submit_queue_worker_result(service, service_settings, engine, son
         assert stem.filename.endswith(".mp3") and stem.lossless_url and ".flac?" in stem.lossless_url
     assert "BPM" in result.summary
     assert result.page_url.startswith(f"http://files.test/r/{handle.job_id}?e=")
-    result_json = service.files.path_of(handle.job_id, "result.json").read_text()
+    result_json = service.files.read_manifest(handle.job_id)  # fetched from the bucket, when there is one
     assert service_settings.secret_key not in result_json and "secret" not in result_json.lower()
     original = result.raw["original"]["file"]
-    assert original == "Test Song (Original).mp3" and service.files.path_of(handle.job_id, original).is_file()
+    assert original == "Test Song (Original).mp3" and service.files.result_file(handle.job_id, original) is not None
     # The upload is gone once the stems exist.
     assert not any(n.startswith("incoming/") for n in service.files.list_files(handle.job_id))
     assert await service.claim_delivery(handle.job_id) is True
