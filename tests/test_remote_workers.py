@@ -8,7 +8,6 @@ without one) and an S3 endpoint of the test's own.
 from __future__ import annotations
 
 import os
-import signal
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -36,7 +35,7 @@ from storage import (
 from tests.conftest import music, write_audio
 from tests.service_support import flush_test_redis, service_env
 from tests.support.backends import DEFAULT_POSTGRES, isolated_backends, suite_backends
-from tests.test_worker_faults import spawn_worker, wait_for_state
+from tests.test_worker_faults import kill_mid_job_and_take_over
 
 ALICE = UserIdentity("telegram", "2002", "Alice")
 
@@ -89,21 +88,9 @@ async def test_worker_on_another_machine_killed_mid_job_is_delivered_once(shared
         assert store.remote is not None
         assert [o.key for o in store.remote.list(handle.job_id)] == [f"{handle.job_id}/incoming/long.mp3"]
 
-        first = spawn_worker(machine_env(shared, first_dir, model_dir), log)
-        try:
-            assert await wait_for_state(service, handle.job_id, {"separating"}) is not None
-            os.killpg(first.pid, signal.SIGKILL)  # the machine is gone: no cleanup, no goodbye
-            first.wait()
-            second = spawn_worker(machine_env(shared, second_dir, model_dir), log)
-            try:
-                done = await wait_for_state(service, handle.job_id, {"done", "failed"})
-            finally:
-                os.killpg(second.pid, signal.SIGTERM)
-                second.wait(30)
-        finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-        assert done.state == "done", log.read_text()[-3000:]
+        # The machine is gone mid-separation; a worker on another takes the job over.
+        await kill_mid_job_and_take_over(service, handle.job_id, machine_env(shared, first_dir, model_dir),
+                                         machine_env(shared, second_dir, model_dir), log)
         job = await service.job(handle.job_id)
         assert job.attempts == 2
 

@@ -35,6 +35,28 @@ async def wait_for_state(service, job_id, wanted: set[str], timeout=180):
     return await asyncio.wait_for(run(), timeout)
 
 
+async def kill_mid_job_and_take_over(service, job_id, first_env, second_env, log: Path):
+    """Start a worker, SIGKILL it once the job is separating, start another; returns (the killed worker's
+    process, the job's final event, asserted done)."""
+    first = spawn_worker(first_env, log)
+    try:
+        assert await wait_for_state(service, job_id, {"separating"}) is not None
+        os.killpg(first.pid, signal.SIGKILL)  # no cleanup, no goodbye
+        first.wait()
+        assert (await service.job(job_id)).status.value == "running"
+        second = spawn_worker(second_env, log)
+        try:
+            done = await wait_for_state(service, job_id, {"done", "failed"})
+        finally:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert done.state == "done", log.read_text()[-3000:]
+    return first, done
+
+
 async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
     await flush_test_redis()
     env = service_env(tmp_path / "data", model_dir)
@@ -44,23 +66,7 @@ async def test_worker_killed_mid_job_is_taken_over(tmp_path, model_dir):
     async with await SeparationService.start(settings) as service:
         handle = await service.submit(ALICE, UploadSource("long.mp3", data=song))
         assert isinstance(handle, JobHandle)
-        first = spawn_worker(env, log)
-        try:
-            event = await wait_for_state(service, handle.job_id, {"separating"})
-            assert event is not None
-            os.killpg(first.pid, signal.SIGKILL)  # no cleanup, no goodbye
-            first.wait()
-            assert (await service.job(handle.job_id)).status.value == "running"
-            second = spawn_worker(env, log)
-            try:
-                done = await wait_for_state(service, handle.job_id, {"done", "failed"})
-            finally:
-                os.killpg(second.pid, signal.SIGTERM)
-                second.wait(30)
-        finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-        assert done.state == "done", log.read_text()[-3000:]
+        first, done = await kill_mid_job_and_take_over(service, handle.job_id, env, env, log)
         job = await service.job(handle.job_id)
         assert job.attempts == 2
         print(f"did: SIGKILLed worker {first.pid} mid-separation, started another; "
