@@ -1,8 +1,9 @@
-"""StemBot's storage: the SQLite record of truth (users, jobs, quota, Pro, links, guild settings) and the file store.
+"""StemBot's storage: the record of truth (users, jobs, quota, Pro, links, guild settings) and the file store.
 
-Usage: `db = await Database.in_data_dir(settings.data_dir)` (or `Database.open(path, clock=...)`), then the async
-functions below, each taking `db` first; `FileStore.in_data_dir(settings.data_dir)` for files. Every write runs in
-its own BEGIN IMMEDIATE transaction, so any number of processes may share the database file.
+Usage: `db = await Database.for_settings(settings)` (SQLite in the data folder, or STEMBOT_DATABASE_URL's
+PostgreSQL; `Database.open(path, clock=...)` for an SQLite file), then the async functions below, each taking `db`
+first; `FileStore.for_settings(settings)` for files (local, or over STEMBOT_STORAGE_URL's bucket). Every write runs
+alone among writers, so any number of processes may share the database.
 """
 
 from storage.clock import UTC, Clock, FakeClock, SystemClock

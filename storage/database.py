@@ -9,7 +9,7 @@ on any exception, so a read-modify-write can't interleave with another one in an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +19,7 @@ from storage.clock import Clock, SystemClock
 from storage.errors import SchemaTooNew
 from storage.migrations import MIGRATIONS, statement_for
 from storage.postgres_backend import PostgresBackend, is_postgres_url
-from storage.sql import Connection, Statement
+from storage.sql import Connection
 from storage.sqlite_backend import DEFAULT_BUSY_TIMEOUT_S, SqliteBackend, retry_while_locked
 
 DATABASE_FILENAME = "stembot.sqlite3"  # under Settings.data_dir, next to the file store
@@ -28,7 +28,6 @@ DATABASE_FILENAME = "stembot.sqlite3"  # under Settings.data_dir, next to the fi
 class Backend(Connection, Protocol):
     dialect: str  # "sqlite" | "postgresql": which variant of a migration statement runs
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> Statement: ...
     def describe(self) -> str: ...
     async def begin(self, write: bool) -> None: ...
     async def commit(self) -> None: ...

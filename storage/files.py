@@ -65,9 +65,6 @@ class FileStore:
             return cls(location.path or local)
         return cls(local, ObjectStore.from_location(location, endpoint_url=settings.s3_endpoint_url or None))
 
-    def describe(self) -> str:
-        return self.remote.describe() if self.remote else str(self.root)
-
     # -- the shared object store ---------------------------------------------------------------------------------
 
     def publish(self, job_id: str, names: list[str]) -> None:
@@ -95,20 +92,9 @@ class FileStore:
     def trim_local_copies(self, older_than: datetime) -> int:
         """Drop this machine's copies of jobs untouched since `older_than` (the object store keeps the files, and
         its janitor deletes them): a front end with no worker beside it runs no janitor. Returns how many."""
-        if self.remote is None or not self.root.is_dir():
-            return 0
-        trimmed = 0
-        for entry in os.scandir(self.root):
-            if entry.is_dir(follow_symlinks=False) and _is_job_id(entry.name):
-                if _newest_mtime(Path(entry.path)) < older_than and self._delete_local(entry.name):
-                    trimmed += 1
-        return trimmed
-
-    def presigned_url(self, job_id: str, name: str, expires_s: int, filename: str) -> str | None:
-        """A direct, expiring download link into the object store (None without one)."""
         if self.remote is None:
-            return None
-        return self.remote.presigned_url(_key(job_id, name), expires_s=max(1, expires_s), filename=filename)
+            return 0
+        return sum(1 for d in self._local_job_dirs() if d.modified_at < older_than and self._delete_local(d.job_id))
 
     def _fetch(self, job_id: str, name: str) -> bool:
         """Bring the job's file `name` from the object store into the local copy; False if it isn't there."""
@@ -313,11 +299,7 @@ class FileStore:
     def list_job_dirs(self) -> list[JobDir]:
         """Every job folder in the store, here or in the object store (entries whose names are not job ids are
         ignored), sorted by job id; `modified_at` is the newest of both."""
-        found: dict[str, JobDir] = {}
-        if self.root.is_dir():
-            for entry in os.scandir(self.root):
-                if entry.is_dir(follow_symlinks=False) and _is_job_id(entry.name):
-                    found[entry.name] = JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path)))
+        found = {d.job_id: d for d in self._local_job_dirs()}
         if self.remote is not None:
             for obj in self.remote.list():
                 job_id = obj.key.split("/", 1)[0]
@@ -327,6 +309,15 @@ class FileStore:
                 if known is None or known.modified_at < obj.modified_at:
                     found[job_id] = JobDir(job_id, self.root / job_id, obj.modified_at)
         return [found[job_id] for job_id in sorted(found)]
+
+    def _local_job_dirs(self) -> list[JobDir]:
+        if not self.root.is_dir():
+            return []
+        return [
+            JobDir(entry.name, Path(entry.path), _newest_mtime(Path(entry.path)))
+            for entry in os.scandir(self.root)
+            if entry.is_dir(follow_symlinks=False) and _is_job_id(entry.name)
+        ]
 
 
 class _HasStorage(Protocol):  # Settings, read-only

@@ -89,7 +89,8 @@ class Tracking:
             log.error("job %s: unreadable result manifest: %s", job_id, exc, extra={"job_id": job_id})
             return None
         expires_at = job.finished_at + timedelta(hours=settings.file_ttl_hours)
-        await asyncio.to_thread(self._local_copies, job_id, manifest)
+        if self.ctx.files.remote is not None:
+            await asyncio.to_thread(self._local_copies, job_id, manifest)
         return JobResult(
             job_id=job_id,
             title=manifest.title,
@@ -109,9 +110,8 @@ class Tracking:
 
     def _local_copies(self, job_id: str, manifest: Manifest) -> None:
         # The stems the bots send as files, here on this machine (fetched when the worker ran elsewhere).
-        if self.ctx.files.remote is not None:
-            for stem in manifest.stems:
-                self.ctx.files.result_file(job_id, stem.primary.file)
+        for stem in manifest.stems:
+            self.ctx.files.result_file(job_id, stem.primary.file)
 
     def _stem_file(self, job_id: str, stem: StemEntry, expires_at: datetime) -> StemFile:
         primary, flac = stem.primary, stem.file("flac")
